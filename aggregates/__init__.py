@@ -1,0 +1,50 @@
+"""The pure domain of sessiond: the Session aggregate, its values and errors."""
+
+from __future__ import annotations
+
+from aggregates.errors import (
+    CheckpointNotFoundError,
+    DomainError,
+    InvalidRequestError,
+    OffsetConflictError,
+    OffsetOutOfRangeError,
+    SessionEndedError,
+)
+from aggregates.session import IDEMPOTENCY_WINDOW, Session, Span, truncate_spans
+from aggregates.values import (
+    Concurrency,
+    Role,
+    Scope,
+    Status,
+    TimeoutLimits,
+    TimeoutPolicy,
+    deep_merge,
+    name_key,
+    normalize_name,
+    scope_key,
+    validate_session_id,
+)
+
+__all__ = [
+    "IDEMPOTENCY_WINDOW",
+    "CheckpointNotFoundError",
+    "Concurrency",
+    "DomainError",
+    "InvalidRequestError",
+    "OffsetConflictError",
+    "OffsetOutOfRangeError",
+    "Role",
+    "Scope",
+    "Session",
+    "SessionEndedError",
+    "Span",
+    "Status",
+    "TimeoutLimits",
+    "TimeoutPolicy",
+    "deep_merge",
+    "name_key",
+    "normalize_name",
+    "scope_key",
+    "truncate_spans",
+    "validate_session_id",
+]

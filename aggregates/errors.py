@@ -1,0 +1,58 @@
+"""Domain errors, each with a stable ``code`` that every surface reports.
+
+::
+
+    DomainError
+    ├── InvalidRequestError        invalid_request
+    ├── SessionEndedError          session_ended
+    ├── OffsetConflictError        conflict         (carries current_offset)
+    ├── CheckpointNotFoundError    checkpoint_not_found
+    └── OffsetOutOfRangeError      offset_out_of_range
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A command was refused by the session's rules; nothing was recorded."""
+
+    code = "domain_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidRequestError(DomainError):
+    """An argument breaks a rule of the domain (a bad role, name or offset)."""
+
+    code = "invalid_request"
+
+
+class SessionEndedError(DomainError):
+    """The session was ended: it can be read (audit) but not changed."""
+
+    code = "session_ended"
+
+
+class OffsetConflictError(DomainError):
+    """The caller expected another offset: someone wrote in between."""
+
+    code = "conflict"
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"expected offset {expected}, the session is at {current}")
+        self.expected_offset = expected
+        self.current_offset = current
+
+
+class CheckpointNotFoundError(DomainError):
+    """No checkpoint with that id exists in the session."""
+
+    code = "checkpoint_not_found"
+
+
+class OffsetOutOfRangeError(DomainError):
+    """The offset does not name a point of this session's life."""
+
+    code = "offset_out_of_range"

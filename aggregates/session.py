@@ -1,0 +1,628 @@
+"""The ``Session`` aggregate: one conversation, as the fold of its event log.
+
+Commands (public methods) validate and decide; the nested past-tense events only
+evolve state in ``apply``, which is the only code replayed. Nothing here reads a
+clock, draws a random number or does I/O: the runtime passes ``timestamp``, ids and
+anything looked up elsewhere in as arguments, so replay is deterministic.
+
+**Offsets.** The offset of an event is its aggregate version. A session opened
+fresh starts at offset 1; a fork of ``parent@k`` starts at offset ``k + 1``, so that
+offsets stay unique and increasing along every visible history, inherited part
+included.
+
+**Visible history as spans.** The messages a reader sees are a list of spans
+``[session_id, after, upto]`` (exclusive ``after``, inclusive ``upto``, ``None`` for
+"up to now") over message events in the log. Appending extends the open span.
+Clearing, rewinding and forking start a new *segment* whose base is a span list;
+nothing is copied or deleted, so abandoned branches stay in the log for audit and
+every operation costs the same at 100 or 100,000 events. The state keeps one entry
+per segment (not per message), so memory does not grow with history length.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from eventsourcing.domain import (
+    BaseAggregate,
+    CanInitAggregate,
+    CanMutateAggregate,
+    CanSnapshotAggregate,
+    MetaDomainEvent,
+)
+
+from aggregates.errors import (
+    CheckpointNotFoundError,
+    InvalidRequestError,
+    OffsetConflictError,
+    OffsetOutOfRangeError,
+    SessionEndedError,
+)
+from aggregates.values import Concurrency, Role, Status, deep_merge, normalize_name
+
+Span = list[Any]  # [session_id: str, after: int, upto: int | None]
+
+IDEMPOTENCY_WINDOW = 256
+"""How many recent idempotency keys a session remembers (durably, in its state)."""
+
+
+def truncate_spans(spans: list[Span], offset: int) -> list[Span]:
+    """The part of a span list that lies at or before ``offset``."""
+    kept: list[Span] = []
+    for session_id, after, upto in spans:
+        if after >= offset:
+            break
+        capped = offset if upto is None else min(upto, offset)
+        kept.append([session_id, after, capped])
+    return kept
+
+
+class Session(BaseAggregate[str]):
+    """A conversation between a user (or a peer on a channel) and an agent."""
+
+    class Event(CanMutateAggregate[str], metaclass=MetaDomainEvent):
+        """Base class of the session's events (frozen dataclasses, text ids)."""
+
+        originator_id: str
+        originator_version: int
+        timestamp: datetime
+
+    class Opened(CanInitAggregate[str], Event):
+        """The session was created (or forked: ``parent`` is then set)."""
+
+        originator_topic: str
+        owner_id: str
+        agent_id: str
+        user_id: str
+        channel_id: str | None
+        peer_id: str | None
+        scope_key: str | None
+        name: str | None
+        metadata: dict[str, Any]
+        attributes: dict[str, Any]
+        timeout: dict[str, Any]
+        concurrency: str
+        parent: dict[str, Any] | None
+        base_spans: list[Span]
+        base_count: int
+        base_head: int
+
+    class Renamed(Event):
+        """The session's name changed (``None`` clears it)."""
+
+        name: str | None
+
+        def apply(self, session: Session) -> None:
+            session.name = self.name
+            session.updated_at = self.timestamp
+
+    class Pinned(Event):
+        """The session was pinned."""
+
+        def apply(self, session: Session) -> None:
+            session.pinned_at = self.timestamp
+            session.updated_at = self.timestamp
+
+    class Unpinned(Event):
+        """The session was unpinned."""
+
+        def apply(self, session: Session) -> None:
+            session.pinned_at = None
+            session.updated_at = self.timestamp
+
+    class AttributesPatched(Event):
+        """Attributes were deep-merged with ``patch`` (``None`` deletes a key)."""
+
+        patch: dict[str, Any]
+
+        def apply(self, session: Session) -> None:
+            session.attributes = deep_merge(session.attributes, self.patch)
+            session.updated_at = self.timestamp
+
+    class MetadataReplaced(Event):
+        """The session's metadata was replaced."""
+
+        metadata: dict[str, Any]
+
+        def apply(self, session: Session) -> None:
+            session.metadata = self.metadata
+            session.updated_at = self.timestamp
+
+    class MessageAppended(Event):
+        """A message joined the visible history.
+
+        ``position`` is the visible message count after this message, which lets a
+        rewind learn the count at any offset with one indexed lookup.
+        """
+
+        message_id: str
+        role: str
+        author_id: str | None
+        content: str
+        attachments: list[Any] | None = None
+        metadata: dict[str, Any] | None = None
+        usage: dict[str, int] | None = None
+        idempotency_key: str | None = None
+        reply_to: int | None = None
+        position: int = 0
+
+        def apply(self, session: Session) -> None:
+            offset = self.originator_version
+            session.message_count = self.position
+            session.head = offset
+            session.last_message_id = self.message_id
+            session.updated_at = self.timestamp
+            session.last_activity_at = self.timestamp
+            if self.usage:
+                for key in ("input_tokens", "output_tokens"):
+                    session.usage[key] = session.usage.get(key, 0) + int(
+                        self.usage.get(key, 0)
+                    )
+            if self.idempotency_key is not None:
+                keys = session.idempotency
+                keys[self.idempotency_key] = offset
+                while len(keys) > IDEMPOTENCY_WINDOW:
+                    del keys[next(iter(keys))]
+
+    class HistoryCleared(Event):
+        """The visible history was emptied; the messages stay in the log."""
+
+        def apply(self, session: Session) -> None:
+            session._start_segment(self.originator_version, [], 0, 0)
+            session.updated_at = self.timestamp
+
+    class Rewound(Event):
+        """The head moved back to ``to_offset``; later messages stay in the log.
+
+        ``base_spans``, ``head`` and ``message_count`` describe the visible history
+        as of ``to_offset``.
+        """
+
+        to_offset: int
+        checkpoint_id: str | None
+        base_spans: list[Span]
+        head: int
+        message_count: int
+
+        def apply(self, session: Session) -> None:
+            session._start_segment(
+                self.originator_version, self.base_spans, self.message_count, self.head
+            )
+            session.updated_at = self.timestamp
+
+    class CheckpointSaved(Event):
+        """A named checkpoint now points at ``offset``; nothing is copied."""
+
+        checkpoint_id: str
+        name: str
+        description: str | None
+        offset: int
+        head: int
+        message_count: int
+
+        def apply(self, session: Session) -> None:
+            session.checkpoints[self.checkpoint_id] = {
+                "id": self.checkpoint_id,
+                "name": self.name,
+                "description": self.description,
+                "offset": self.offset,
+                "head": self.head,
+                "message_count": self.message_count,
+                "created_at": self.timestamp.isoformat(),
+            }
+            session.updated_at = self.timestamp
+
+    class CheckpointDeleted(Event):
+        """A checkpoint was deleted."""
+
+        checkpoint_id: str
+
+        def apply(self, session: Session) -> None:
+            session.checkpoints.pop(self.checkpoint_id, None)
+            session.updated_at = self.timestamp
+
+    class Ended(Event):
+        """The session was ended (deleted); its log is kept for audit."""
+
+        reason: str
+
+        def apply(self, session: Session) -> None:
+            session.status = Status.ENDED.value
+            session.ended_reason = self.reason
+            session.updated_at = self.timestamp
+
+    class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
+        """The session's state at a version, so activation does not replay all."""
+
+        originator_id: str
+        originator_version: int
+        timestamp: datetime
+        topic: str
+        state: dict[str, Any]
+
+        @classmethod
+        def take(cls, aggregate: Any) -> Session.Snapshot:
+            """Snapshot a session's recorded state (pending events excluded)."""
+            snapshot = super().take(aggregate)
+            for private in ("_id", "_version", "_pending_events"):
+                snapshot.state.pop(private, None)
+            return snapshot
+
+    created_event_class: ClassVar[type[Opened]]
+
+    def __init__(  # noqa: PLR0913 - the Opened event's fields, one by one
+        self,
+        owner_id: str,
+        agent_id: str,
+        user_id: str,
+        channel_id: str | None,
+        peer_id: str | None,
+        scope_key: str | None,
+        name: str | None,
+        metadata: dict[str, Any],
+        attributes: dict[str, Any],
+        timeout: dict[str, Any],
+        concurrency: str,
+        parent: dict[str, Any] | None,
+        base_spans: list[Span],
+        base_count: int,
+        base_head: int,
+    ) -> None:
+        self.owner_id = owner_id
+        self.agent_id = agent_id
+        self.user_id = user_id
+        self.channel_id = channel_id
+        self.peer_id = peer_id
+        self.scope_key = scope_key
+        self.name = name
+        self.metadata = metadata
+        self.attributes = attributes
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.parent = parent
+        self.status = Status.ACTIVE.value
+        self.ended_reason: str | None = None
+        self.pinned_at: datetime | None = None
+        self.created_at: datetime = self.created_on
+        self.updated_at: datetime = self.created_on
+        self.last_activity_at: datetime = self.created_on
+        self.last_message_id: str | None = None
+        self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
+        self.checkpoints: dict[str, dict[str, Any]] = {}
+        self.idempotency: dict[str, int] = {}
+        # One entry per segment: [start_offset, base_spans, base_count, base_head].
+        self.segments: list[list[Any]] = []
+        self.message_count = 0
+        self.head = 0
+        self._start_segment(self.version, base_spans, base_count, base_head)
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(  # noqa: PLR0913 - every field of a new session
+        cls,
+        *,
+        session_id: str,
+        timestamp: datetime,
+        owner_id: str,
+        agent_id: str,
+        user_id: str,
+        channel_id: str | None = None,
+        peer_id: str | None = None,
+        scope_key: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None,
+        timeout: dict[str, Any],
+        concurrency: str = Concurrency.ENQUEUE.value,
+    ) -> Session:
+        """Open a new, empty session at offset 1."""
+        return cls._open(
+            session_id=session_id,
+            version=1,
+            timestamp=timestamp,
+            owner_id=owner_id,
+            agent_id=agent_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            peer_id=peer_id,
+            scope_key=scope_key,
+            name=normalize_name(name),
+            metadata=dict(metadata or {}),
+            attributes=dict(attributes or {}),
+            timeout=timeout,
+            concurrency=Concurrency(concurrency).value,
+            parent=None,
+            base_spans=[],
+            base_count=0,
+            base_head=0,
+        )
+
+    def fork(
+        self,
+        *,
+        session_id: str,
+        timestamp: datetime,
+        offset: int,
+        head: int,
+        message_count: int,
+        owner_id: str | None = None,
+    ) -> Session:
+        """Open a new session whose history is this one's at ``offset``: O(1).
+
+        ``head`` and ``message_count`` describe the visible history at ``offset``
+        (see :meth:`spans_at`). The fork's own offsets start at ``offset + 1``.
+        """
+        spans = self.spans_at(offset)
+        return type(self)._open(
+            session_id=session_id,
+            version=offset + 1,
+            timestamp=timestamp,
+            owner_id=owner_id or self.owner_id,
+            agent_id=self.agent_id,
+            user_id=self.user_id,
+            channel_id=self.channel_id,
+            peer_id=self.peer_id,
+            scope_key=None,
+            name=None,
+            metadata=dict(self.metadata),
+            attributes=dict(self.attributes),
+            timeout=dict(self.timeout),
+            concurrency=self.concurrency,
+            parent={"session_id": self.id, "offset": offset},
+            base_spans=spans,
+            base_count=message_count,
+            base_head=head,
+        )
+
+    @classmethod
+    def _open(cls, *, session_id: str, version: int, **fields: Any) -> Session:
+        # Like BaseAggregate._create, but a fork starts at its parent's offset + 1.
+        opened = cls.Opened(
+            originator_topic=f"{cls.__module__}:{cls.__qualname__}",
+            originator_id=session_id,
+            originator_version=version,
+            **fields,
+        )
+        session = opened.mutate(None)
+        assert isinstance(session, Session)
+        session.pending_events.append(opened)
+        return session
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def first_offset(self) -> int:
+        """The offset of the event that opened this session."""
+        return int(self.segments[0][0])
+
+    @property
+    def spans(self) -> list[Span]:
+        """The visible history now, as spans over message events."""
+        start, base_spans, _, _ = self.segments[-1]
+        return [*base_spans, [self.id, start, None]]
+
+    def spans_at(self, offset: int) -> list[Span]:
+        """The visible history as of ``offset``, as spans.
+
+        Raises:
+            OffsetOutOfRangeError: ``offset`` is not a point of this session's life.
+        """
+        if offset < 1 or offset > self.version:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} is outside 1..{self.version}"
+            )
+        if offset < self.first_offset:
+            # Inherited from the parent this session was forked from.
+            return truncate_spans(self.segments[0][1], offset)
+        segment = self._segment_at(offset)
+        start, base_spans, _, _ = segment
+        return [*base_spans, [self.id, start, offset]]
+
+    def _segment_at(self, offset: int) -> list[Any]:
+        found = self.segments[0]
+        for segment in self.segments:
+            if segment[0] <= offset:
+                found = segment
+            else:
+                break
+        return found
+
+    def seen_idempotency_key(self, key: str | None) -> int | None:
+        """The offset of the message appended with ``key``, if still remembered."""
+        if key is None:
+            return None
+        return self.idempotency.get(key)
+
+    # ------------------------------------------------------------------ commands
+
+    def check_writable(self, expected_offset: int | None = None) -> None:
+        """Refuse a write to an ended session or one that moved past ``expected``."""
+        if self.status == Status.ENDED.value:
+            raise SessionEndedError(f"session {self.id} has ended")
+        if expected_offset is not None and expected_offset != self.version:
+            raise OffsetConflictError(expected_offset, self.version)
+
+    def append_message(  # noqa: PLR0913 - a message's fields
+        self,
+        *,
+        timestamp: datetime,
+        message_id: str,
+        role: str,
+        content: str,
+        author_id: str | None = None,
+        attachments: list[Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+        usage: dict[str, int] | None = None,
+        idempotency_key: str | None = None,
+        reply_to: int | None = None,
+        expected_offset: int | None = None,
+    ) -> int:
+        """Append a message; returns its offset."""
+        self.check_writable(expected_offset)
+        try:
+            role = Role(role).value
+        except ValueError:
+            raise InvalidRequestError(
+                "role must be one of user, assistant, system, tool"
+            ) from None
+        if not isinstance(content, str):
+            raise InvalidRequestError("content must be a string")
+        self.trigger_event(
+            self.MessageAppended,
+            timestamp=timestamp,
+            message_id=message_id,
+            role=role,
+            author_id=author_id,
+            content=content,
+            attachments=attachments or None,
+            metadata=metadata or None,
+            usage=usage or None,
+            idempotency_key=idempotency_key,
+            reply_to=reply_to,
+            position=self.message_count + 1,
+        )
+        return self.version
+
+    def rename(self, *, timestamp: datetime, name: str | None) -> None:
+        """Rename (``None`` clears); uniqueness per user is checked by the runtime."""
+        self.check_writable()
+        name = normalize_name(name)
+        if name != self.name:
+            self.trigger_event(self.Renamed, timestamp=timestamp, name=name)
+
+    def set_pinned(self, *, timestamp: datetime, pinned: bool) -> None:
+        """Pin or unpin; pinning a pinned session changes nothing."""
+        self.check_writable()
+        if pinned and self.pinned_at is None:
+            self.trigger_event(self.Pinned, timestamp=timestamp)
+        elif not pinned and self.pinned_at is not None:
+            self.trigger_event(self.Unpinned, timestamp=timestamp)
+
+    def patch_attributes(self, *, timestamp: datetime, patch: dict[str, Any]) -> None:
+        """Deep-merge ``patch`` into the attributes (``None`` deletes a key)."""
+        self.check_writable()
+        if not isinstance(patch, dict):
+            raise InvalidRequestError("attributes must be an object")
+        if patch:
+            self.trigger_event(self.AttributesPatched, timestamp=timestamp, patch=patch)
+
+    def replace_metadata(self, *, timestamp: datetime, metadata: dict[str, Any]) -> None:
+        """Replace the metadata object."""
+        self.check_writable()
+        if not isinstance(metadata, dict):
+            raise InvalidRequestError("metadata must be an object")
+        if metadata != self.metadata:
+            self.trigger_event(
+                self.MetadataReplaced, timestamp=timestamp, metadata=metadata
+            )
+
+    def clear_history(
+        self, *, timestamp: datetime, expected_offset: int | None = None
+    ) -> None:
+        """Empty the visible history; the messages stay in the log."""
+        self.check_writable(expected_offset)
+        self.trigger_event(self.HistoryCleared, timestamp=timestamp)
+
+    def rewind(  # noqa: PLR0913
+        self,
+        *,
+        timestamp: datetime,
+        to_offset: int,
+        head: int,
+        message_count: int,
+        checkpoint_id: str | None = None,
+        expected_offset: int | None = None,
+    ) -> None:
+        """Move the head back to the visible history as of ``to_offset``.
+
+        ``head`` and ``message_count`` are that history's last message offset and
+        length, which the runtime reads from the log's index.
+        """
+        self.check_writable(expected_offset)
+        spans = self.spans_at(to_offset)
+        self.trigger_event(
+            self.Rewound,
+            timestamp=timestamp,
+            to_offset=to_offset,
+            checkpoint_id=checkpoint_id,
+            base_spans=spans,
+            head=head,
+            message_count=message_count,
+        )
+
+    def restore_checkpoint(
+        self,
+        *,
+        timestamp: datetime,
+        checkpoint_id: str,
+        expected_offset: int | None = None,
+    ) -> None:
+        """Rewind to a checkpoint (non-destructive)."""
+        checkpoint = self.checkpoint(checkpoint_id)
+        self.rewind(
+            timestamp=timestamp,
+            to_offset=checkpoint["offset"],
+            head=checkpoint["head"],
+            message_count=checkpoint["message_count"],
+            checkpoint_id=checkpoint_id,
+            expected_offset=expected_offset,
+        )
+
+    def checkpoint(self, checkpoint_id: str) -> dict[str, Any]:
+        """One checkpoint by id."""
+        try:
+            return self.checkpoints[checkpoint_id]
+        except KeyError:
+            raise CheckpointNotFoundError(
+                f"no checkpoint {checkpoint_id!r} in session {self.id}"
+            ) from None
+
+    def save_checkpoint(
+        self,
+        *,
+        timestamp: datetime,
+        checkpoint_id: str,
+        name: str,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a named checkpoint at the current offset; copies nothing."""
+        self.check_writable()
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidRequestError("a checkpoint needs a non-empty name")
+        if description is not None and not isinstance(description, str):
+            raise InvalidRequestError("description must be a string")
+        self.trigger_event(
+            self.CheckpointSaved,
+            timestamp=timestamp,
+            checkpoint_id=checkpoint_id,
+            name=name.strip(),
+            description=description,
+            offset=self.version,
+            head=self.head,
+            message_count=self.message_count,
+        )
+        return self.checkpoints[checkpoint_id]
+
+    def delete_checkpoint(self, *, timestamp: datetime, checkpoint_id: str) -> None:
+        """Delete a checkpoint."""
+        self.check_writable()
+        self.checkpoint(checkpoint_id)
+        self.trigger_event(
+            self.CheckpointDeleted, timestamp=timestamp, checkpoint_id=checkpoint_id
+        )
+
+    def end(self, *, timestamp: datetime, reason: str = "deleted") -> None:
+        """End the session; ending an ended session changes nothing."""
+        if self.status != Status.ENDED.value:
+            self.trigger_event(self.Ended, timestamp=timestamp, reason=reason)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _start_segment(
+        self, start: int, base_spans: list[Span], base_count: int, base_head: int
+    ) -> None:
+        self.segments.append([start, base_spans, base_count, base_head])
+        self.message_count = base_count
+        self.head = base_head

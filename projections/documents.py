@@ -1,0 +1,115 @@
+"""The JSON documents sessions, messages and events are shown as.
+
+Pure functions of aggregate state and stored event state, shared by the views (which
+store a session's document with its index row) and by every read path, so that the
+in-process API, the HTTP API and the dialects show one shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from aggregates.session import Session
+
+from projections.codec import TOPIC_ALIASES
+
+
+def format_time(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-21T16:20:00.123Z``."""
+    if moment is None:
+        return None
+    text = moment.isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def expires_at(session: Session) -> datetime:
+    """Last activity (or creation, without auto-renew) plus the timeout, capped at
+    creation plus the maximum duration."""
+    policy = session.timeout
+    start = session.last_activity_at if policy["auto_renew"] else session.created_at
+    deadline = start + timedelta(minutes=policy["timeout_minutes"])
+    cap = session.created_at + timedelta(minutes=policy["max_duration_minutes"])
+    return min(deadline, cap)
+
+
+def session_document(session: Session) -> dict[str, Any]:
+    """The ``Session`` resource of the native API."""
+    return {
+        "id": session.id,
+        "agent_id": session.agent_id,
+        "user_id": session.user_id,
+        "channel_id": session.channel_id,
+        "peer_id": session.peer_id,
+        "scope_key": session.scope_key,
+        "name": session.name,
+        "pinned_at": format_time(session.pinned_at),
+        "metadata": session.metadata,
+        "attributes": session.attributes,
+        "status": session.status,
+        "offset": session.version,
+        "head": session.head,
+        "message_count": session.message_count,
+        "created_at": format_time(session.created_at),
+        "updated_at": format_time(session.updated_at),
+        "last_activity_at": format_time(session.last_activity_at),
+        "expires_at": format_time(expires_at(session)),
+        "renewal_count": 0,
+        "timeout": session.timeout,
+        "concurrency": session.concurrency,
+        "parent": session.parent,
+        "usage": dict(session.usage),
+    }
+
+
+def message_document(
+    session_id: str, offset: int, state: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``Message`` resource, from a stored ``MessageAppended`` state."""
+    usage = state.get("usage")
+    return {
+        "id": state["message_id"],
+        "session_id": session_id,
+        "offset": offset,
+        "role": state["role"],
+        "author_id": state.get("author_id"),
+        "content": state["content"],
+        "attachments": state.get("attachments") or [],
+        "metadata": state.get("metadata") or {},
+        "usage": {
+            "input_tokens": int(usage.get("input_tokens", 0)),
+            "output_tokens": int(usage.get("output_tokens", 0)),
+        }
+        if usage
+        else None,
+        "created_at": format_time(state["timestamp"]),
+    }
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+EVENT_TYPE_NAMES: dict[str, str] = {
+    alias: _snake(cls.__name__) for alias, cls in TOPIC_ALIASES.items()
+}
+
+
+def event_type_name(topic: str) -> str:
+    """The public name of a stored topic, e.g. ``message_appended``."""
+    return EVENT_TYPE_NAMES.get(topic, topic)
+
+
+def event_document(offset: int, topic: str, state: dict[str, Any]) -> dict[str, Any]:
+    """The ``Event`` resource: one entry of a session's log (the audit view)."""
+    data = {
+        key: format_time(value) if isinstance(value, datetime) else value
+        for key, value in state.items()
+        if key not in ("timestamp", "originator_topic")
+    }
+    return {
+        "offset": offset,
+        "type": event_type_name(topic),
+        "at": format_time(state["timestamp"]),
+        "data": data,
+    }

@@ -1,0 +1,359 @@
+"""Read models of sessions on SQLite, written in the same transaction as the events.
+
+Two views:
+
+- **Session index** (``session_index``): one row per session with the columns lists
+  filter on and the session's JSON document. A row is a pure function of the
+  session's state (:func:`projections.documents.session_document`), so writing it
+  with the events that produced that state, or rebuilding it from the log, gives
+  the same row.
+- **Visible history**: the session's span list (in its index row) over the log's
+  own primary key ``(originator_id, originator_version)``. Message content is
+  stored once, in the log; a page of history is one indexed range query per span
+  (one span unless the session was rewound or forked), whatever the session's
+  length.
+
+Tracking: the ``tracking`` row for the application is advanced to the highest
+notification id in the same transaction as every view update, so the views are
+exactly as current as the log (read-your-writes) and survive any crash together
+with it. ``SQLiteSessionViews`` is an eventsourcing ``TrackingRecorder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
+
+from aggregates.session import Session, Span
+from aggregates.values import name_key
+from projections.codec import MESSAGE_TOPIC, decode_state
+from projections.documents import event_document, message_document, session_document
+
+APPLICATION_NAME = "Sessions"
+OPEN_END = 2**62
+"""Stands for "no upper bound" in an open span."""
+
+INDEX_COLUMNS = (
+    "session_id",
+    "owner_id",
+    "user_id",
+    "agent_id",
+    "status",
+    "name_key",
+    "pinned",
+    "scope_key",
+    "created_at",
+    "updated_at",
+    "spans",
+    "doc",
+)
+
+
+def index_row(session: Session) -> tuple[Any, ...]:
+    """The session index row for a session's current state."""
+    doc = session_document(session)
+    return (
+        session.id,
+        session.owner_id,
+        session.user_id,
+        session.agent_id,
+        session.status,
+        name_key(session.name),
+        1 if session.pinned_at is not None else 0,
+        session.scope_key,
+        doc["created_at"],
+        doc["updated_at"],
+        orjson.dumps(session.spans),
+        orjson.dumps(doc),
+    )
+
+
+class SQLiteSessionViews(SQLiteTrackingRecorder):
+    """The session index and visible-history views in the application's database."""
+
+    def __init__(self, datastore: SQLiteDatastore, events_table: str = "stored_events"):
+        super().__init__(datastore)
+        self.events_table = events_table
+        placeholders = ",".join("?" * len(INDEX_COLUMNS))
+        self._upsert = (
+            f"INSERT OR REPLACE INTO session_index ({','.join(INDEX_COLUMNS)}) "
+            f"VALUES ({placeholders})"
+        )
+
+    def construct_create_table_statements(self) -> list[str]:
+        """The tracking table plus the session index and its indexes."""
+        return [
+            *super().construct_create_table_statements(),
+            "CREATE TABLE IF NOT EXISTS session_index ("
+            "session_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, "
+            "user_id TEXT NOT NULL, agent_id TEXT NOT NULL, status TEXT NOT NULL, "
+            "name_key TEXT, pinned INTEGER NOT NULL, scope_key TEXT, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "spans BLOB NOT NULL, doc BLOB NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS session_index_owner "
+            "ON session_index (owner_id, created_at)",
+            # Names are unique per user, case-insensitively, among live sessions.
+            "CREATE UNIQUE INDEX IF NOT EXISTS session_index_name "
+            "ON session_index (user_id, name_key) "
+            "WHERE name_key IS NOT NULL AND status != 'ended'",
+            # One live session per scope key: get-or-create cannot make two.
+            "CREATE UNIQUE INDEX IF NOT EXISTS session_index_scope "
+            "ON session_index (scope_key) "
+            "WHERE scope_key IS NOT NULL AND status = 'active'",
+        ]
+
+    # ------------------------------------------------------------------ writing
+
+    def project(
+        self, c: SQLiteCursor, sessions: Iterable[Session], notification_id: int | None
+    ) -> None:
+        """Write the sessions' index rows and advance tracking, on ``c``'s
+        transaction (the one that records their events)."""
+        c.executemany(self._upsert, [index_row(s) for s in sessions])
+        if notification_id is not None:
+            self.advance(c, notification_id)
+
+    def advance(self, c: SQLiteCursor, notification_id: int) -> None:
+        """Move the tracking position forward to ``notification_id``."""
+        c.execute(
+            "INSERT INTO tracking VALUES (?, ?) ON CONFLICT (application_name) "
+            "DO UPDATE SET notification_id = excluded.notification_id "
+            "WHERE tracking.notification_id < excluded.notification_id",
+            (APPLICATION_NAME, notification_id),
+        )
+
+    def drop(self) -> None:
+        """Drop the views and their tracking position (for a rebuild)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("DROP TABLE IF EXISTS session_index")
+            c.execute("DELETE FROM tracking WHERE application_name = ?", (APPLICATION_NAME,))
+
+    # ------------------------------------------------------------------ reading
+
+    def session_row(self, session_id: str) -> dict[str, Any] | None:
+        """Owner, spans and document of one session, or ``None``."""
+        with self.datastore.transaction(commit=False) as c:
+            return self._session_row(c, session_id)
+
+    def _session_row(self, c: SQLiteCursor, session_id: str) -> dict[str, Any] | None:
+        c.execute(
+            "SELECT owner_id, spans, doc FROM session_index WHERE session_id = ?",
+            (session_id,),
+        )
+        row = c.fetchone()
+        if row is None:
+            return None
+        return {
+            "owner_id": row[0],
+            "spans": orjson.loads(row[1]),
+            "doc": orjson.loads(row[2]),
+        }
+
+    def find_by_scope(self, scope_key: str) -> str | None:
+        """The live session with this scope key, if any."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT session_id FROM session_index "
+                "WHERE scope_key = ? AND status = 'active'",
+                (scope_key,),
+            )
+            row = c.fetchone()
+        return None if row is None else str(row[0])
+
+    def name_taken(self, user_id: str, name: str, except_id: str) -> bool:
+        """Whether another live session of ``user_id`` has this name."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT 1 FROM session_index WHERE user_id = ? AND name_key = ? "
+                "AND status != 'ended' AND session_id != ?",
+                (user_id, name_key(name), except_id),
+            )
+            return c.fetchone() is not None
+
+    def list_sessions(  # noqa: PLR0913 - the list filters
+        self,
+        *,
+        owner_id: str | None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        status: str | None = None,
+        pinned: bool | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        cursor: tuple[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], tuple[str, str] | None, int]:
+        """A page of session documents, newest first, the next cursor and the
+        total that match. ``owner_id=None`` lists every owner's (admin)."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("owner_id", owner_id),
+            ("user_id", user_id),
+            ("agent_id", agent_id),
+            ("status", status),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if status is None:
+            where.append("status != 'ended'")
+        if pinned is not None:
+            where.append("pinned = ?")
+            params.append(1 if pinned else 0)
+        if q:
+            where.append("instr(name_key, ?) > 0")
+            params.append(q.casefold())
+        condition = ("WHERE " + " AND ".join(where)) if where else ""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT count(*) FROM session_index {condition}", params)
+            total = int(c.fetchone()[0])
+            page_where = list(where)
+            page_params = list(params)
+            if cursor is not None:
+                page_where.append("(created_at, session_id) < (?, ?)")
+                page_params.extend(cursor)
+            page_condition = ("WHERE " + " AND ".join(page_where)) if page_where else ""
+            c.execute(
+                f"SELECT created_at, session_id, doc FROM session_index {page_condition} "
+                "ORDER BY created_at DESC, session_id DESC LIMIT ?",
+                [*page_params, limit + 1],
+            )
+            rows = c.fetchall()
+        docs = [orjson.loads(row[2]) for row in rows[:limit]]
+        next_cursor = (rows[limit - 1][0], rows[limit - 1][1]) if len(rows) > limit else None
+        return docs, next_cursor, total
+
+    def history(
+        self,
+        spans: list[Span],
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+        descending: bool = True,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of visible messages and whether more lie beyond it.
+
+        ``before`` and ``after`` are exclusive offsets. Rows come from the log by
+        its primary key, one range query per span until the page is full.
+        """
+        lower = after if after is not None else -1
+        upper = before - 1 if before is not None else OPEN_END
+        order = "DESC" if descending else "ASC"
+        statement = (
+            f"SELECT originator_version, state FROM {self.events_table} "
+            "WHERE originator_id = ? AND originator_version > ? "
+            "AND originator_version <= ? AND topic = ? "
+            f"ORDER BY originator_version {order} LIMIT ?"
+        )
+        wanted = limit + 1
+        found: list[dict[str, Any]] = []
+        with self.datastore.transaction(commit=False) as c:
+            for session_id, span_after, span_upto in (
+                reversed(spans) if descending else spans
+            ):
+                low = max(span_after, lower)
+                high = min(OPEN_END if span_upto is None else span_upto, upper)
+                if low >= high:
+                    continue
+                c.execute(
+                    statement, (session_id, low, high, MESSAGE_TOPIC, wanted - len(found))
+                )
+                found.extend(
+                    message_document(session_id, row[0], decode_state(row[1]))
+                    for row in c.fetchall()
+                )
+                if len(found) >= wanted:
+                    break
+        return found[:limit], len(found) > limit
+
+    def last_message(self, spans: list[Span]) -> tuple[int, int]:
+        """Offset and position (visible count) of the last message in ``spans``,
+        or ``(0, 0)`` when they hold none."""
+        statement = (
+            f"SELECT originator_version, state FROM {self.events_table} "
+            "WHERE originator_id = ? AND originator_version > ? "
+            "AND originator_version <= ? AND topic = ? "
+            "ORDER BY originator_version DESC LIMIT 1"
+        )
+        with self.datastore.transaction(commit=False) as c:
+            for session_id, span_after, span_upto in reversed(spans):
+                high = OPEN_END if span_upto is None else span_upto
+                c.execute(statement, (session_id, span_after, high, MESSAGE_TOPIC))
+                row = c.fetchone()
+                if row is not None:
+                    return int(row[0]), int(orjson.loads(row[1])["position"])
+        return 0, 0
+
+    def message_at(self, session_id: str, offset: int) -> dict[str, Any] | None:
+        """The message recorded at ``offset`` of ``session_id``'s log, if any."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT state FROM {self.events_table} WHERE originator_id = ? "
+                "AND originator_version = ? AND topic = ?",
+                (session_id, offset, MESSAGE_TOPIC),
+            )
+            row = c.fetchone()
+        if row is None:
+            return None
+        return message_document(session_id, offset, decode_state(row[0]))
+
+    def reply_to(
+        self, session_id: str, offset: int, *, search: int = 64
+    ) -> dict[str, Any] | None:
+        """The first message recorded as a reply to the message at ``offset``
+        (looked for among the next ``search`` events, where turns put it)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_version, state FROM {self.events_table} "
+                "WHERE originator_id = ? AND originator_version > ? "
+                "AND originator_version <= ? AND topic = ? "
+                "ORDER BY originator_version",
+                (session_id, offset, offset + search, MESSAGE_TOPIC),
+            )
+            rows = c.fetchall()
+        for version, data in rows:
+            state = decode_state(data)
+            if state.get("reply_to") == offset:
+                return message_document(session_id, version, state)
+        return None
+
+    def events(
+        self, session_id: str, *, after: int = 0, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the session's own log after ``after``, oldest first."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_version, topic, state FROM {self.events_table} "
+                "WHERE originator_id = ? AND originator_version > ? "
+                "ORDER BY originator_version LIMIT ?",
+                (session_id, after, limit + 1),
+            )
+            rows = c.fetchall()
+        events = [
+            event_document(row[0], row[1], decode_state(row[2])) for row in rows[:limit]
+        ]
+        return events, len(rows) > limit
+
+    def counts(self, owner_id: str | None) -> dict[str, int]:
+        """How many sessions there are by status (for one owner, or all)."""
+        condition, params = ("WHERE owner_id = ?", [owner_id]) if owner_id else ("", [])
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT status, count(*) FROM session_index {condition} GROUP BY status",
+                params,
+            )
+            return {str(row[0]): int(row[1]) for row in c.fetchall()}
+
+    def session_ids(self) -> list[str]:
+        """Every session id in the log (for a rebuild)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT DISTINCT originator_id FROM {self.events_table}")
+            return [str(row[0]) for row in c.fetchall()]
+
+    def position(self) -> int:
+        """The tracking position: the last notification the views reflect."""
+        return self.max_tracking_id(APPLICATION_NAME) or 0

@@ -1,0 +1,45 @@
+"""The sessiond runtime: the ``Runtime`` facade, its settings and its errors."""
+
+from __future__ import annotations
+
+from runtime.agents import Agent, EchoAgent, FinalMessage, TextDelta, ToolCallDelta
+from runtime.clock import Clock, FakeClock, SystemClock
+from runtime.errors import (
+    ActorUnavailableError,
+    AgentNotFoundError,
+    ConcurrencyConflictError,
+    NameTakenError,
+    RuntimeFault,
+    SessionExistsError,
+    SessionNotFoundError,
+    StorageUnavailableError,
+    TurnTimeoutError,
+)
+from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
+from runtime.settings import AgentConfig, Settings
+
+__all__ = [
+    "LOCAL_PRINCIPAL",
+    "ActorUnavailableError",
+    "Agent",
+    "AgentConfig",
+    "AgentNotFoundError",
+    "AsyncRuntime",
+    "Clock",
+    "ConcurrencyConflictError",
+    "EchoAgent",
+    "FakeClock",
+    "FinalMessage",
+    "NameTakenError",
+    "Principal",
+    "Runtime",
+    "RuntimeFault",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "Settings",
+    "StorageUnavailableError",
+    "SystemClock",
+    "TextDelta",
+    "ToolCallDelta",
+    "TurnTimeoutError",
+]

@@ -1,0 +1,154 @@
+"""``SessionActor``: the single writer of one session.
+
+A pykka ``ThreadingActor`` holds the session aggregate in memory and runs commands
+on it one at a time: a command is a function of the aggregate that validates and
+triggers events; the actor then saves the pending events (group-committed, fsynced)
+before answering. Commands are always sent with ``ask`` and a timeout, never
+``tell``, so a failing command reports to its caller instead of killing the actor.
+
+Failures follow Akka's persistence rules:
+
+- a domain error leaves nothing recorded; any half-applied events are discarded by
+  reloading the aggregate on the next command;
+- an integrity error on save (another writer took the offset, or a view
+  constraint such as a name clash fired) discards the in-memory state, which is
+  reloaded from the log on the next command;
+- any other storage error stops the actor: whether the write landed is unknown,
+  so the next command goes to a new actor rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pykka
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from aggregates.session import Session
+from runtime.errors import (
+    ConcurrencyConflictError,
+    NameTakenError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StorageUnavailableError,
+)
+
+if TYPE_CHECKING:
+    from runtime.sessions import Sessions
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Command = Callable[[Session], T]
+
+
+def translate_integrity_error(error: IntegrityError, session_id: str) -> Exception:
+    """Say which rule an integrity error on save broke."""
+    text = str(error)
+    if "session_index.user_id" in text or "session_index_name" in text:
+        return NameTakenError("another session of this user already has that name")
+    if "session_index.scope_key" in text or "session_index_scope" in text:
+        return SessionExistsError("a live session already holds this scope key")
+    return ConcurrencyConflictError(
+        f"another writer appended to session {session_id} first"
+    )
+
+
+class SessionActor(pykka.ThreadingActor):
+    """Owns one session's aggregate; see the module docstring."""
+
+    use_daemon_thread = True
+
+    def __init__(
+        self,
+        session_id: str,
+        app: Sessions,
+        *,
+        snapshot_interval: int,
+        on_stop: Callable[[str, pykka.ActorRef[Any]], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.session_id = session_id
+        self.app = app
+        self.snapshot_interval = snapshot_interval
+        self._on_stop = on_stop
+        self._session: Session | None = None
+
+    def on_stop(self) -> None:
+        """Tell the directory (runs on the actor's thread as it stops)."""
+        if self._on_stop is not None:
+            self._on_stop(self.session_id, self.actor_ref)
+
+    def on_failure(self, *_: Any) -> None:
+        """An unexpected crash: let the directory forget this actor."""
+        self.on_stop()
+
+    def _load(self) -> Session:
+        if self._session is None:
+            try:
+                session = self.app.repository.get(self.session_id)
+            except AggregateNotFoundError:
+                msg = f"session {self.session_id} not found"
+                raise SessionNotFoundError(msg) from None
+            except PersistenceError as error:
+                self._fail(error)
+            assert isinstance(session, Session)
+            self._session = session
+        return self._session
+
+    def read(self, query: Callable[[Session], T]) -> T:
+        """Answer a query from the in-memory state (actor thread; no write)."""
+        return query(self._load())
+
+    def execute(self, command: Command[T]) -> T:
+        """Run ``command`` on the session and save what it decided.
+
+        Runs on the actor's thread. If the command returns another ``Session``
+        with pending events (a fork, or the successor of a reset), it is saved in
+        the same transaction. Raises the command's domain error (nothing saved),
+        :class:`ConcurrencyConflictError`/:class:`NameTakenError` (nothing saved,
+        state reloaded next time) or :class:`StorageUnavailableError` (actor
+        stopped; outcome unknown).
+        """
+        session = self._load()
+        try:
+            result = command(session)
+        except BaseException:
+            if session.pending_events:
+                self._session = None  # half-applied: reload from the log
+            raise
+        others = [result] if isinstance(result, Session) and result.pending_events else []
+        if not session.pending_events and not others:
+            return result
+        version_before = session.version - len(session.pending_events)
+        try:
+            self.app.save(session, *others)
+        except IntegrityError as error:
+            self._session = None
+            raise translate_integrity_error(error, self.session_id) from None
+        except PersistenceError as error:
+            self._fail(error)
+        self._maybe_snapshot(session, version_before)
+        return result
+
+    def _maybe_snapshot(self, session: Session, version_before: int) -> None:
+        interval = self.snapshot_interval
+        if interval and session.version // interval > version_before // interval:
+            try:
+                self.app.take_session_snapshot(session)
+            except PersistenceError:
+                # A snapshot only saves replay time; the log is intact without it.
+                logger.warning("snapshot failed", extra={"session_id": self.session_id})
+
+    def _fail(self, error: PersistenceError) -> Any:
+        logger.error(
+            "storage error; stopping session actor",
+            extra={"session_id": self.session_id, "error": type(error).__name__},
+        )
+        self._session = None
+        self.actor_ref.stop(block=False)
+        msg = "the store failed; the outcome of this write is unknown"
+        raise StorageUnavailableError(msg) from error

@@ -1,0 +1,114 @@
+"""Agents: a history goes in; text deltas, tool calls and a final message come out.
+
+``echo`` is built in and always configured: it replies with the last user message,
+streamed word by word, with deterministic usage, so everything runs offline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from runtime.errors import AgentNotFoundError
+from runtime.settings import AgentConfig
+
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the reply's text, in order."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call's JSON input (``input_json_delta``)."""
+
+    call_id: str
+    name: str
+    partial_json: str
+
+
+@dataclass(frozen=True)
+class FinalMessage:
+    """The turn's reply, with what it cost."""
+
+    content: str
+    usage: Mapping[str, int] = field(default_factory=dict)
+    stop_reason: str = "end_turn"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    tool_calls: Sequence[Mapping[str, Any]] = ()
+    steps: int = 1
+
+
+AgentOutput = TextDelta | ToolCallDelta | FinalMessage
+
+
+class Agent(Protocol):
+    """Turns a history into a stream ending with exactly one ``FinalMessage``."""
+
+    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[AgentOutput]:
+        """Produce the reply to the last message of ``history`` (oldest first)."""
+        ...
+
+
+def count_words(text: str) -> int:
+    """The offline token estimate the echo agent reports: whitespace words."""
+    return len(text.split())
+
+
+class EchoAgent:
+    """Replies with the last user message, word by word."""
+
+    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[AgentOutput]:
+        """Echo the last user message."""
+        last = next((m for m in reversed(history) if m["role"] == "user"), None)
+        content = "" if last is None else str(last["content"])
+        for word in _WORDS.findall(content):
+            yield TextDelta(word)
+        words = count_words(content)
+        yield FinalMessage(
+            content=content,
+            usage={"input_tokens": words, "output_tokens": words},
+        )
+
+
+class AgentRegistry:
+    """The configured agents, by id."""
+
+    def __init__(self, configs: Mapping[str, AgentConfig]) -> None:
+        self._configs = dict(configs)
+        self._agents: dict[str, Agent] = {}
+        for agent_id, config in self._configs.items():
+            if config.provider == "echo":
+                self._agents[agent_id] = EchoAgent()
+
+    def config(self, agent_id: str) -> AgentConfig:
+        """The configuration of an agent; unknown ids are an error."""
+        try:
+            return self._configs[agent_id]
+        except KeyError:
+            msg = f"no agent {agent_id!r} is configured"
+            raise AgentNotFoundError(msg) from None
+
+    def get(self, agent_id: str) -> Agent:
+        """The agent that runs turns for ``agent_id``."""
+        config = self.config(agent_id)
+        try:
+            return self._agents[agent_id]
+        except KeyError:
+            msg = f"agent {agent_id!r} uses provider {config.provider!r}, which is not available"
+            raise AgentNotFoundError(msg) from None
+
+    def register(self, agent_id: str, agent: Agent, config: AgentConfig | None = None) -> None:
+        """Add (or replace) an agent in process, e.g. a custom Python agent."""
+        self._configs[agent_id] = config or AgentConfig(id=agent_id, provider="python")
+        self._agents[agent_id] = agent
+
+    def ids(self) -> list[str]:
+        """Every configured agent id."""
+        return sorted(self._configs)

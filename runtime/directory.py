@@ -1,0 +1,175 @@
+"""``ActorDirectory``: exactly one live ``SessionActor`` per session.
+
+``get_or_start`` is the only way actors are created, under one lock, so many
+threads asking for the same session at once get the same actor. Idle actors are
+passivated (stopped) after ``idle_seconds``, and the least recently used ones when
+more than ``max_live`` are live; the next command rehydrates the session from its
+snapshot and the tail of its log.
+
+A session being passivated is marked *stopping* until its actor has fully stopped;
+``get_or_start`` waits for that before starting a successor, so two actors of one
+session never run at the same time. Commands already queued on the old actor run
+before it stops; one sent after the stop fails with ``ActorDeadError`` and the
+runtime retries it on the successor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from runtime.actor import SessionActor
+
+if TYPE_CHECKING:
+    from runtime.clock import Clock
+    from runtime.sessions import Sessions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Entry:
+    ref: pykka.ActorRef[Any]
+    proxy: Any
+    last_used: float
+    stopped: threading.Event = field(default_factory=threading.Event)
+    stopping: bool = False
+
+
+@dataclass
+class DirectoryStats:
+    """Counters for metrics."""
+
+    activations: int = 0
+    passivations: int = 0
+
+
+class ActorDirectory:
+    """Starts, finds and passivates session actors."""
+
+    def __init__(
+        self,
+        app: Sessions,
+        clock: Clock,
+        *,
+        max_live: int,
+        idle_seconds: float,
+        snapshot_interval: int,
+        stop_timeout: float = 30.0,
+    ) -> None:
+        self._app = app
+        self._clock = clock
+        self.max_live = max_live
+        self.idle_seconds = idle_seconds
+        self._snapshot_interval = snapshot_interval
+        self._stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.stats = DirectoryStats()
+
+    def get_or_start(self, session_id: str) -> Any:
+        """The live actor proxy of a session, starting one if there is none."""
+        while True:
+            evicted: list[tuple[str, _Entry]] = []
+            with self._lock:
+                entry = self._entries.get(session_id)
+                if entry is not None and entry.stopping:
+                    waiting_for = entry.stopped
+                else:
+                    waiting_for = None
+                    if entry is None:
+                        entry = self._start(session_id)
+                        evicted = self._over_cap()
+                    entry.last_used = self._clock.monotonic()
+                    self._entries.move_to_end(session_id)
+                    proxy = entry.proxy
+            if waiting_for is not None:
+                waiting_for.wait(self._stop_timeout)
+                continue
+            for victim_id, victim in evicted:
+                self._stop(victim_id, victim)
+            return proxy
+
+    def live_count(self) -> int:
+        """How many session actors are live."""
+        with self._lock:
+            return sum(1 for e in self._entries.values() if not e.stopping)
+
+    def passivate_idle(self) -> int:
+        """Stop actors idle for longer than ``idle_seconds``; returns how many."""
+        deadline = self._clock.monotonic() - self.idle_seconds
+        with self._lock:
+            victims = [
+                (sid, e)
+                for sid, e in self._entries.items()
+                if not e.stopping and e.last_used <= deadline
+            ]
+            for _, victim in victims:
+                victim.stopping = True
+        for sid, victim in victims:
+            self._stop(sid, victim)
+        return len(victims)
+
+    def passivate(self, session_id: str) -> bool:
+        """Stop one session's actor now (it rehydrates on the next command)."""
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.stopping:
+                return False
+            entry.stopping = True
+        self._stop(session_id, entry)
+        return True
+
+    def stop_all(self) -> None:
+        """Stop every actor (shutdown); each finishes what it has queued first."""
+        with self._lock:
+            entries = [(sid, e) for sid, e in self._entries.items() if not e.stopping]
+            for _, entry in entries:
+                entry.stopping = True
+        for sid, entry in entries:
+            self._stop(sid, entry)
+
+    def forget(self, session_id: str, ref: pykka.ActorRef[Any]) -> None:
+        """Called from an actor's ``on_stop``: drop its entry if it is still ours."""
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is not None and entry.ref is ref:
+                del self._entries[session_id]
+                entry.stopped.set()
+
+    def _start(self, session_id: str) -> _Entry:
+        ref = SessionActor.start(
+            session_id,
+            self._app,
+            snapshot_interval=self._snapshot_interval,
+            on_stop=self.forget,
+        )
+        entry = _Entry(ref=ref, proxy=ref.proxy(), last_used=self._clock.monotonic())
+        self._entries[session_id] = entry
+        self.stats.activations += 1
+        return entry
+
+    def _over_cap(self) -> list[tuple[str, _Entry]]:
+        # Called with the lock held: mark the least recently used for stopping.
+        live = [(sid, e) for sid, e in self._entries.items() if not e.stopping]
+        excess = len(live) - self.max_live
+        victims = live[: max(0, excess)]
+        for _, victim in victims:
+            victim.stopping = True
+        return victims
+
+    def _stop(self, session_id: str, entry: _Entry) -> None:
+        try:
+            entry.ref.stop(block=True, timeout=self._stop_timeout)
+        except pykka.ActorDeadError:
+            pass
+        except pykka.Timeout:
+            logger.warning("session actor slow to stop", extra={"session_id": session_id})
+        finally:
+            self.forget(session_id, entry.ref)
+            self.stats.passivations += 1

@@ -1,0 +1,79 @@
+"""Runtime errors, each with a stable ``code``. Domain errors
+(:mod:`aggregates.errors`) pass through the runtime unchanged.
+
+::
+
+    RuntimeFault
+    ├── SessionNotFoundError        not_found
+    ├── SessionExistsError          conflict       (caller-chosen id, other owner/agent)
+    ├── NameTakenError              name_taken
+    ├── ConcurrencyConflictError    conflict       (another writer won; reloaded)
+    ├── AgentNotFoundError          agent_not_found
+    ├── StorageUnavailableError     storage_unavailable
+    ├── ActorUnavailableError       unavailable
+    └── TurnTimeoutError            timeout
+"""
+
+from __future__ import annotations
+
+
+class RuntimeFault(Exception):
+    """A runtime call could not be carried out."""
+
+    code = "runtime_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class SessionNotFoundError(RuntimeFault):
+    """No session with that id is visible to the caller."""
+
+    code = "not_found"
+
+
+class SessionExistsError(RuntimeFault):
+    """A caller-chosen session id is already taken by a different session."""
+
+    code = "conflict"
+
+
+class NameTakenError(RuntimeFault):
+    """Another live session of the same user already has that name."""
+
+    code = "name_taken"
+
+
+class ConcurrencyConflictError(RuntimeFault):
+    """Another writer appended first; the session was reloaded, nothing written."""
+
+    code = "conflict"
+
+    def __init__(self, detail: str, current_offset: int | None = None) -> None:
+        super().__init__(detail)
+        self.current_offset = current_offset
+
+
+class AgentNotFoundError(RuntimeFault):
+    """The agent id is not configured."""
+
+    code = "agent_not_found"
+
+
+class StorageUnavailableError(RuntimeFault):
+    """The store failed; whether the write landed is unknown (the actor restarts)."""
+
+    code = "storage_unavailable"
+
+
+class ActorUnavailableError(RuntimeFault):
+    """The session's actor did not answer in time."""
+
+    code = "unavailable"
+
+
+class TurnTimeoutError(RuntimeFault):
+    """The agent's turn did not finish within the caller's timeout."""
+
+    code = "timeout"

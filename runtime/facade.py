@@ -1,0 +1,1062 @@
+"""``Runtime``: the in-process API of sessiond, and the only one the gateway uses.
+
+Every call carries a :class:`Principal` (a local one by default) and the facade
+enforces ownership: a session owned by another principal does not exist for the
+caller (``SessionNotFoundError``), whatever the call. Writes go to the session's
+actor (the single writer); reads come from the views, which are written in the
+same transaction as the events, so a read that follows an acknowledged write
+always sees it.
+
+``AsyncRuntime`` offers the same calls as coroutines that never block the event
+loop (each call hops to a worker thread).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import orjson
+import pykka
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from aggregates.errors import InvalidRequestError
+from aggregates.session import Session
+from aggregates.values import (
+    Concurrency,
+    Role,
+    Scope,
+    TimeoutPolicy,
+    name_key,
+    normalize_name,
+    scope_key,
+    validate_session_id,
+)
+from projections.documents import format_time, session_document
+from runtime.agents import AgentRegistry, FinalMessage, TextDelta, ToolCallDelta
+from runtime.directory import ActorDirectory
+from runtime.errors import (
+    ActorUnavailableError,
+    NameTakenError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StorageUnavailableError,
+    TurnTimeoutError,
+)
+from runtime.export import export_document, render_markdown, render_text
+from runtime.persistence import eventsourcing_env
+from runtime.sessions import Sessions
+from runtime.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+HISTORY_MAX_LIMIT = 1000
+AGENT_HISTORY_LIMIT = 50
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: sessions belong to the principal that created them."""
+
+    id: str
+    admin: bool = False
+
+
+LOCAL_PRINCIPAL = Principal("local")
+
+
+class _TurnLock:
+    # threading.Lock cannot be weakly referenced; this wrapper can.
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+def checkpoint_document(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``Checkpoint`` resource."""
+    return {
+        "id": checkpoint["id"],
+        "name": checkpoint["name"],
+        "description": checkpoint.get("description"),
+        "offset": checkpoint["offset"],
+        "message_count": checkpoint["message_count"],
+        "created_at": format_time(datetime.fromisoformat(checkpoint["created_at"])),
+    }
+
+
+class Runtime:
+    """The synchronous in-process API; thread-safe. Use as a context manager, or
+    call :meth:`close`."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.clock = self.settings.clock
+        self.app = Sessions(env=eventsourcing_env(self.settings))
+        self.views = self.app.views
+        self.agents = AgentRegistry(self.settings.agents)
+        self.directory = ActorDirectory(
+            self.app,
+            self.clock,
+            max_live=self.settings.max_live_actors,
+            idle_seconds=self.settings.actor_idle_seconds,
+            snapshot_interval=self.settings.snapshot_interval,
+        )
+        self._turn_locks: weakref.WeakValueDictionary[str, _TurnLock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._turn_locks_guard = threading.Lock()
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(
+            target=self._reap_idle, name="sessiond-passivation", daemon=True
+        )
+        self._reaper.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Stop every actor (each finishes its queued commands) and the store."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.directory.stop_all()
+        self.app.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _reap_idle(self) -> None:
+        interval = max(0.05, min(self.settings.actor_idle_seconds / 4, 30.0))
+        while not self._closed.wait(interval):
+            self.directory.passivate_idle()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _row(self, session_id: str, principal: Principal) -> dict[str, Any]:
+        row = self.views.session_row(session_id) if isinstance(session_id, str) else None
+        if row is None or not (principal.admin or row["owner_id"] == principal.id):
+            msg = f"session {session_id} not found"
+            raise SessionNotFoundError(msg)
+        return row
+
+    def _ask(self, session_id: str, method: str, argument: Callable[[Session], T]) -> T:
+        # A command sent to an actor that is stopping fails with ActorDeadError
+        # without having run; it is then safe to resend it to the successor.
+        for _ in range(8):
+            proxy = self.directory.get_or_start(session_id)
+            try:
+                future = getattr(proxy, method)(argument)
+                return future.get(timeout=self.settings.actor_timeout)  # type: ignore[no-any-return]
+            except pykka.ActorDeadError:
+                continue
+            except pykka.Timeout:
+                msg = f"session {session_id} did not answer in time"
+                raise ActorUnavailableError(msg) from None
+        msg = f"session {session_id} kept restarting"
+        raise ActorUnavailableError(msg)
+
+    def _execute(self, session_id: str, command: Callable[[Session], T]) -> T:
+        return self._ask(session_id, "execute", command)
+
+    def _read(self, session_id: str, query: Callable[[Session], T]) -> T:
+        return self._ask(session_id, "read", query)
+
+    def _document(self, session_id: str) -> dict[str, Any]:
+        row = self.views.session_row(session_id)
+        assert row is not None
+        return dict(row["doc"])
+
+    def _new_id(self) -> str:
+        return uuid.uuid4().hex
+
+    def _turn_lock(self, session_id: str) -> _TurnLock:
+        with self._turn_locks_guard:
+            lock = self._turn_locks.get(session_id)
+            if lock is None:
+                lock = _TurnLock()
+                self._turn_locks[session_id] = lock
+            return lock
+
+    # ------------------------------------------------------------------ sessions
+
+    def create(  # noqa: PLR0913 - the fields of a new session
+        self,
+        agent_id: str = "echo",
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        user_id: str | None = None,
+        channel_id: str | None = None,
+        peer_id: str | None = None,
+        scope: str | None = None,
+        group: bool = False,
+        session_id: str | None = None,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        timeout: Mapping[str, Any] | None = None,
+        concurrency: str = "enqueue",
+    ) -> dict[str, Any]:
+        """Create a session (or, with ``scope``, get the live one for its key)."""
+        document, _ = self.open(
+            agent_id,
+            principal=principal,
+            user_id=user_id,
+            channel_id=channel_id,
+            peer_id=peer_id,
+            scope=scope,
+            group=group,
+            session_id=session_id,
+            name=name,
+            metadata=metadata,
+            attributes=attributes,
+            timeout=timeout,
+            concurrency=concurrency,
+        )
+        return document
+
+    def open(  # noqa: PLR0913 - the fields of a new session
+        self,
+        agent_id: str = "echo",
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        user_id: str | None = None,
+        channel_id: str | None = None,
+        peer_id: str | None = None,
+        scope: str | None = None,
+        group: bool = False,
+        session_id: str | None = None,
+        name: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        timeout: Mapping[str, Any] | None = None,
+        concurrency: str = "enqueue",
+    ) -> tuple[dict[str, Any], bool]:
+        """Like :meth:`create`, also saying whether a session was created
+        (``False`` when get-or-create or an idempotent re-create found one)."""
+        agent = self.agents.config(agent_id)
+        user_id = user_id or principal.id
+        for label, value in (("metadata", metadata), ("attributes", attributes)):
+            if value is not None and not isinstance(value, Mapping):
+                raise InvalidRequestError(f"{label} must be an object")
+        key = None
+        if scope is not None or group:
+            try:
+                scope_value = Scope(scope or "per-channel-peer")
+            except ValueError:
+                raise InvalidRequestError(
+                    "scope must be one of main, per-peer, per-channel-peer"
+                ) from None
+            key = scope_key(
+                scope_value,
+                owner_id=principal.id,
+                agent_id=agent_id,
+                user_id=user_id,
+                channel_id=channel_id,
+                peer_id=peer_id,
+                group=group,
+            )
+            found = self.views.find_by_scope(key)
+            if found is not None:
+                return self._document(found), False
+        if session_id is not None:
+            validate_session_id(session_id)
+            existing = self._existing_for_recreate(session_id, principal, agent_id)
+            if existing is not None:
+                return existing, False
+        name = normalize_name(name)
+        if name is not None and self.views.name_taken(user_id, name, session_id or ""):
+            raise NameTakenError(f"another session of {user_id} is named {name!r}")
+        policy = TimeoutPolicy.resolve(
+            self.settings.timeout_limits, dict(agent.timeout), dict(timeout or {})
+        )
+        session = Session.open(
+            session_id=session_id or self._new_id(),
+            timestamp=self.clock.now(),
+            owner_id=principal.id,
+            agent_id=agent_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            peer_id=peer_id,
+            scope_key=key,
+            name=name,
+            metadata=dict(metadata or {}),
+            attributes=dict(attributes or {}),
+            timeout=policy.as_dict(),
+            concurrency=_concurrency(concurrency),
+        )
+        try:
+            self.app.save(session)
+        except IntegrityError as error:
+            return self._resolve_create_clash(error, session, principal, key)
+        except PersistenceError as error:
+            raise StorageUnavailableError("the store failed to record the session") from error
+        return self._document(session.id), True
+
+    def _existing_for_recreate(
+        self, session_id: str, principal: Principal, agent_id: str
+    ) -> dict[str, Any] | None:
+        row = self.views.session_row(session_id)
+        if row is None:
+            return None
+        if row["owner_id"] == principal.id and row["doc"]["agent_id"] == agent_id:
+            return dict(row["doc"])
+        msg = f"session id {session_id} is taken"
+        raise SessionExistsError(msg)
+
+    def _resolve_create_clash(
+        self,
+        error: IntegrityError,
+        session: Session,
+        principal: Principal,
+        key: str | None,
+    ) -> tuple[dict[str, Any], bool]:
+        # Another thread created the same id, scope key or name first.
+        text = str(error)
+        if key is not None and "scope" in text:
+            found = self.views.find_by_scope(key)
+            if found is not None:
+                return self._document(found), False
+        if "name" in text:
+            raise NameTakenError("another session of this user has that name") from None
+        existing = self._existing_for_recreate(session.id, principal, session.agent_id)
+        if existing is not None:
+            return existing, False
+        raise SessionExistsError(f"session id {session.id} is taken") from None
+
+    def get(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+        """One session."""
+        return dict(self._row(session_id, principal)["doc"])
+
+    def list(  # noqa: A003, PLR0913 - the list filters
+        self,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        status: str | None = None,
+        pinned: bool | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of the caller's sessions, newest first: ``{sessions,
+        next_cursor, total}``. Ended sessions are listed only when asked for by
+        ``status``."""
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise InvalidRequestError(f"limit must be within 1..{HISTORY_MAX_LIMIT}")
+        if status is not None and status not in ("active", "expired", "ended"):
+            raise InvalidRequestError("status must be one of active, expired, ended")
+        sessions, next_cursor, total = self.views.list_sessions(
+            owner_id=None if principal.admin else principal.id,
+            user_id=user_id,
+            agent_id=agent_id,
+            status=status,
+            pinned=pinned,
+            q=q,
+            limit=limit,
+            cursor=_decode_cursor(cursor),
+        )
+        return {
+            "sessions": sessions,
+            "next_cursor": _encode_cursor(next_cursor),
+            "total": total,
+        }
+
+    def counts(self, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, int]:
+        """How many of the caller's sessions there are, by status."""
+        return self.views.counts(None if principal.admin else principal.id)
+
+    def update(  # noqa: PLR0913
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        name: str | None = _UNSET,
+        pinned: bool | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Rename (``None`` clears), pin/unpin, deep-merge attributes, replace
+        metadata; all in one atomic write."""
+        row = self._row(session_id, principal)
+        if name is not _UNSET:
+            name = normalize_name(name)
+            user_id = row["doc"]["user_id"]
+            if name is not None and name_key(name) != name_key(row["doc"]["name"]) and (
+                self.views.name_taken(user_id, name, session_id)
+            ):
+                raise NameTakenError(f"another session of {user_id} is named {name!r}")
+        if pinned is not None and not isinstance(pinned, bool):
+            raise InvalidRequestError("pinned must be a boolean")
+
+        def command(session: Session) -> None:
+            now = self.clock.now()
+            if name is not _UNSET:
+                session.rename(timestamp=now, name=name)
+            if pinned is not None:
+                session.set_pinned(timestamp=now, pinned=pinned)
+            if attributes is not None:
+                session.patch_attributes(timestamp=now, patch=dict(attributes))
+            if metadata is not None:
+                session.replace_metadata(timestamp=now, metadata=dict(metadata))
+
+        self._execute(session_id, command)
+        return self._document(session_id)
+
+    def patch_attributes(
+        self,
+        session_id: str,
+        patch: Mapping[str, Any],
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+    ) -> dict[str, Any]:
+        """Deep-merge ``patch`` into the attributes (``None`` deletes a key)."""
+        return self.update(session_id, principal=principal, attributes=patch)
+
+    def delete(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+        """End the session; its log stays readable for audit."""
+        self._row(session_id, principal)
+        self._execute(session_id, lambda s: s.end(timestamp=self.clock.now()))
+        return self._document(session_id)
+
+    # ------------------------------------------------------------------ messages
+
+    def append(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        role: str = "user",
+        author_id: str | None = None,
+        attachments: list[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        usage: Mapping[str, int] | None = None,
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
+        reply_to: int | None = None,
+    ) -> dict[str, Any]:
+        """Append one message without running a turn; returns the ``Message``.
+
+        With ``idempotency_key``, a retry returns the first message and appends
+        nothing (keys are remembered for the session's last
+        ``IDEMPOTENCY_WINDOW`` keyed messages). ``expected_offset`` must equal
+        the session's offset (else ``OffsetConflictError`` with the current one).
+        """
+        self._row(session_id, principal)
+        offset, _ = self._append(
+            session_id,
+            content,
+            role=role,
+            author_id=author_id or (principal.id if role == "user" else None),
+            attachments=attachments,
+            metadata=metadata,
+            usage=usage,
+            idempotency_key=idempotency_key,
+            expected_offset=expected_offset,
+            reply_to=reply_to,
+        )
+        message = self.views.message_at(session_id, offset)
+        assert message is not None
+        return message
+
+    def _append(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        role: str,
+        author_id: str | None,
+        attachments: list[Any] | None,
+        metadata: Mapping[str, Any] | None,
+        usage: Mapping[str, int] | None,
+        idempotency_key: str | None,
+        expected_offset: int | None,
+        reply_to: int | None,
+    ) -> tuple[int, bool]:
+        if attachments is not None and not isinstance(attachments, list):
+            raise InvalidRequestError("attachments must be a list")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise InvalidRequestError("metadata must be an object")
+        message_id = self._new_id()
+
+        def command(session: Session) -> tuple[int, bool]:
+            seen = session.seen_idempotency_key(idempotency_key)
+            if seen is not None:
+                return seen, True
+            offset = session.append_message(
+                timestamp=self.clock.now(),
+                message_id=message_id,
+                role=role,
+                content=content,
+                author_id=author_id,
+                attachments=attachments,
+                metadata=dict(metadata) if metadata else None,
+                usage=dict(usage) if usage else None,
+                idempotency_key=idempotency_key,
+                reply_to=reply_to,
+                expected_offset=expected_offset,
+            )
+            return offset, False
+
+        return self._execute(session_id, command)
+
+    def send(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        role: str = "user",
+        attachments: list[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Append the message, run the agent's turn, append its reply.
+
+        Returns ``{user_message, reply, tool_calls, usage, steps, session}``. A
+        retry with the same ``idempotency_key`` returns the first result and
+        runs nothing.
+        """
+        result: dict[str, Any] = {}
+        for event in self.stream(
+            session_id,
+            content,
+            principal=principal,
+            role=role,
+            attachments=attachments,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            expected_offset=expected_offset,
+            timeout=timeout,
+        ):
+            if event["type"] == "done":
+                result = event
+        result.pop("type", None)
+        return result
+
+    def stream(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        role: str = "user",
+        attachments: list[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Send a message and iterate the turn as it happens.
+
+        Yields dicts whose ``type`` is ``message_start`` (with the recorded
+        ``user_message``), ``content_block_start``, ``text_delta``,
+        ``input_json_delta``, ``content_block_stop``, ``message_delta``,
+        ``message_stop`` (with the recorded ``message``) and finally ``done``
+        (the same result :meth:`send` returns). Turns of one session run one at a
+        time, in arrival order.
+        """
+        row = self._row(session_id, principal)
+        try:
+            role = Role(role).value
+        except ValueError:
+            raise InvalidRequestError(
+                "role must be one of user, assistant, system, tool"
+            ) from None
+        agent = self.agents.get(row["doc"]["agent_id"]) if role == "user" else None
+        deadline = None if timeout is None else self.clock.monotonic() + timeout
+        turn = self._turn_lock(session_id)
+        if not turn.lock.acquire(timeout=-1 if timeout is None else timeout):
+            msg = "the session's previous turn did not finish in time"
+            raise TurnTimeoutError(msg)
+        try:
+            offset, duplicate = self._append(
+                session_id,
+                content,
+                role=role,
+                author_id=principal.id if role == "user" else None,
+                attachments=attachments,
+                metadata=metadata,
+                usage=None,
+                idempotency_key=idempotency_key,
+                expected_offset=expected_offset,
+                reply_to=None,
+            )
+            user_message = self.views.message_at(session_id, offset)
+            yield {"type": "message_start", "user_message": user_message}
+            if duplicate or agent is None:
+                reply = self.views.reply_to(session_id, offset) if duplicate else None
+                yield self._done(session_id, user_message, reply)
+                return
+            spans = self._row(session_id, principal)["spans"]
+            history, _ = self.views.history(
+                spans, limit=AGENT_HISTORY_LIMIT, descending=True
+            )
+            history.reverse()
+            final: FinalMessage | None = None
+            yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+            for output in agent.run(history):
+                if deadline is not None and self.clock.monotonic() > deadline:
+                    msg = "the agent's turn did not finish in time"
+                    raise TurnTimeoutError(msg)
+                if isinstance(output, TextDelta):
+                    yield {"type": "text_delta", "index": 0, "text": output.text}
+                elif isinstance(output, ToolCallDelta):
+                    yield {
+                        "type": "input_json_delta",
+                        "index": 0,
+                        "id": output.call_id,
+                        "name": output.name,
+                        "partial_json": output.partial_json,
+                    }
+                else:
+                    final = output
+            yield {"type": "content_block_stop", "index": 0}
+            if final is None:
+                msg = "the agent ended its turn without a final message"
+                raise RuntimeError(msg)
+            reply_offset, _ = self._append(
+                session_id,
+                final.content,
+                role="assistant",
+                author_id=row["doc"]["agent_id"],
+                attachments=None,
+                metadata=dict(final.metadata) or None,
+                usage=dict(final.usage),
+                idempotency_key=None,
+                expected_offset=None,
+                reply_to=offset,
+            )
+            reply = self.views.message_at(session_id, reply_offset)
+            yield {
+                "type": "message_delta",
+                "stop_reason": final.stop_reason,
+                "usage": dict(final.usage),
+            }
+            yield {"type": "message_stop", "message": reply}
+            yield self._done(
+                session_id,
+                user_message,
+                reply,
+                tool_calls=list(final.tool_calls),
+                steps=final.steps,
+            )
+        finally:
+            turn.lock.release()
+
+    def _done(
+        self,
+        session_id: str,
+        user_message: dict[str, Any] | None,
+        reply: dict[str, Any] | None,
+        *,
+        tool_calls: list[Any] | None = None,
+        steps: int | None = None,
+    ) -> dict[str, Any]:
+        usage = (reply or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0}
+        return {
+            "type": "done",
+            "user_message": user_message,
+            "reply": reply,
+            "tool_calls": tool_calls or [],
+            "usage": usage,
+            "steps": steps if steps is not None else (1 if reply else 0),
+            "session": self._document(session_id),
+        }
+
+    def history(  # noqa: PLR0913
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        limit: int = 50,
+        before: int | None = None,
+        after: int | None = None,
+        order: str = "desc",
+    ) -> dict[str, Any]:
+        """A page of the visible history: ``{messages, has_more}``.
+
+        ``before``/``after`` are exclusive offsets; ``order`` is ``desc``
+        (newest first, the default) or ``asc``. ``has_more`` is exact.
+        """
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise InvalidRequestError(f"limit must be within 1..{HISTORY_MAX_LIMIT}")
+        if order not in ("asc", "desc"):
+            raise InvalidRequestError("order must be asc or desc")
+        for label, value in (("before", before), ("after", after)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InvalidRequestError(f"{label} must be a non-negative offset")
+        row = self._row(session_id, principal)
+        messages, has_more = self.views.history(
+            row["spans"], limit=limit, before=before, after=after, descending=order == "desc"
+        )
+        return {"messages": messages, "has_more": has_more}
+
+    def messages(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> list[dict[str, Any]]:
+        """The whole visible history, oldest first."""
+        row = self._row(session_id, principal)
+        found: list[dict[str, Any]] = []
+        after: int | None = None
+        while True:
+            page, has_more = self.views.history(
+                row["spans"], limit=HISTORY_MAX_LIMIT, after=after, descending=False
+            )
+            found.extend(page)
+            if not has_more:
+                return found
+            after = page[-1]["offset"]
+
+    def history_text(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        format: str = "markdown",  # noqa: A002 - the public name of the option
+    ) -> str:
+        """The visible history rendered as ``markdown`` or ``text``."""
+        messages = self.messages(session_id, principal=principal)
+        if format == "markdown":
+            return render_markdown(self.get(session_id, principal=principal), messages)
+        if format == "text":
+            return render_text(messages)
+        raise InvalidRequestError("format must be markdown or text")
+
+    def events(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        after: int = 0,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """A page of the session's own log after offset ``after``: ``{events,
+        has_more}`` (the audit view; abandoned branches included)."""
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise InvalidRequestError(f"limit must be within 1..{HISTORY_MAX_LIMIT}")
+        if not isinstance(after, int) or after < 0:
+            raise InvalidRequestError("after must be a non-negative offset")
+        self._row(session_id, principal)
+        events, has_more = self.views.events(session_id, after=after, limit=limit)
+        return {"events": events, "has_more": has_more}
+
+    # ------------------------------------------------------------------ checkpoints, branches
+
+    def checkpoint_save(
+        self,
+        session_id: str,
+        name: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Save a named checkpoint at the current offset (copies nothing)."""
+        self._row(session_id, principal)
+        checkpoint_id = self._new_id()
+        checkpoint = self._execute(
+            session_id,
+            lambda s: s.save_checkpoint(
+                timestamp=self.clock.now(),
+                checkpoint_id=checkpoint_id,
+                name=name,
+                description=description,
+            ),
+        )
+        return checkpoint_document(checkpoint)
+
+    def checkpoints(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> list[dict[str, Any]]:
+        """The session's checkpoints, oldest first."""
+        self._row(session_id, principal)
+        found = self._read(session_id, lambda s: list(s.checkpoints.values()))
+        return [checkpoint_document(c) for c in sorted(found, key=lambda c: c["offset"])]
+
+    def checkpoint_restore(
+        self,
+        session_id: str,
+        checkpoint_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Move the head back to a checkpoint; later messages stay in the log."""
+        self._row(session_id, principal)
+        self._execute(
+            session_id,
+            lambda s: s.restore_checkpoint(
+                timestamp=self.clock.now(),
+                checkpoint_id=checkpoint_id,
+                expected_offset=expected_offset,
+            ),
+        )
+        return self._document(session_id)
+
+    def checkpoint_delete(
+        self, session_id: str, checkpoint_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> None:
+        """Delete a checkpoint (the history it pointed at is untouched)."""
+        self._row(session_id, principal)
+        self._execute(
+            session_id,
+            lambda s: s.delete_checkpoint(timestamp=self.clock.now(), checkpoint_id=checkpoint_id),
+        )
+
+    def rewind(
+        self,
+        session_id: str,
+        offset: int,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Move the head back to the visible history as of ``offset``."""
+        self._row(session_id, principal)
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise InvalidRequestError("offset must be an integer")
+
+        def command(session: Session) -> None:
+            head, count = self.views.last_message(session.spans_at(offset))
+            session.rewind(
+                timestamp=self.clock.now(),
+                to_offset=offset,
+                head=head,
+                message_count=count,
+                expected_offset=expected_offset,
+            )
+
+        self._execute(session_id, command)
+        return self._document(session_id)
+
+    def fork(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        offset: int | None = None,
+        session_id_for_fork: str | None = None,
+    ) -> dict[str, Any]:
+        """A new session whose history is this one's at ``offset`` (default: now)
+        plus its own; O(1), nothing is copied."""
+        self._row(session_id, principal)
+        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+            raise InvalidRequestError("offset must be an integer")
+        new_id = (
+            validate_session_id(session_id_for_fork) if session_id_for_fork else self._new_id()
+        )
+
+        def command(session: Session) -> Session:
+            at = session.version if offset is None else offset
+            if at == session.version:
+                head, count = session.head, session.message_count
+            else:
+                head, count = self.views.last_message(session.spans_at(at))
+            return session.fork(
+                session_id=new_id,
+                timestamp=self.clock.now(),
+                offset=at,
+                head=head,
+                message_count=count,
+                owner_id=principal.id,
+            )
+
+        self._execute(session_id, command)
+        return self._document(new_id)
+
+    def state_at(
+        self, session_id: str, offset: int, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> dict[str, Any]:
+        """The session as it was at ``offset`` (rebuilt from snapshot and log)."""
+        row = self._row(session_id, principal)
+        doc = row["doc"]
+        first = (doc["parent"] or {}).get("offset", 0) + 1
+        if not isinstance(offset, int) or not first <= offset <= doc["offset"]:
+            raise InvalidRequestError(
+                f"offset must be within {first}..{doc['offset']} for this session"
+            )
+        session = self.app.repository.get(session_id, version=offset)
+        assert isinstance(session, Session)
+        return session_document(session)
+
+    def clear(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Empty the visible history; the session and its log remain."""
+        self._row(session_id, principal)
+        self._execute(
+            session_id,
+            lambda s: s.clear_history(timestamp=self.clock.now(), expected_offset=expected_offset),
+        )
+        return self._document(session_id)
+
+    def reset(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+        """End the session and open a fresh one on the same scope key, in one
+        atomic write; returns the new session."""
+        self._row(session_id, principal)
+        new_id = self._new_id()
+
+        def command(session: Session) -> Session:
+            now = self.clock.now()
+            session.check_writable()
+            session.end(timestamp=now, reason="reset")
+            return Session.open(
+                session_id=new_id,
+                timestamp=now,
+                owner_id=session.owner_id,
+                agent_id=session.agent_id,
+                user_id=session.user_id,
+                channel_id=session.channel_id,
+                peer_id=session.peer_id,
+                scope_key=session.scope_key,
+                name=session.name,
+                metadata=dict(session.metadata),
+                attributes=dict(session.attributes),
+                timeout=dict(session.timeout),
+                concurrency=session.concurrency,
+            )
+
+        self._execute(session_id, command)
+        return self._document(new_id)
+
+    def export(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        format: str = "json",  # noqa: A002 - the public name of the option
+    ) -> dict[str, Any] | str:
+        """The session with its metadata: ``json`` (a dict), ``markdown`` or ``text``."""
+        if format in ("markdown", "text"):
+            return self.history_text(session_id, principal=principal, format=format)
+        if format != "json":
+            raise InvalidRequestError("format must be json, markdown or text")
+        return export_document(
+            self.get(session_id, principal=principal),
+            self.messages(session_id, principal=principal),
+            self.checkpoints(session_id, principal=principal),
+            format_time(self.clock.now()),
+        )
+
+    # ------------------------------------------------------------------ operations
+
+    def rebuild_projections(self) -> int:
+        """Drop the views and rebuild them from the log; returns sessions rebuilt.
+
+        Stop other writers first: the rebuild reads a consistent log prefix and
+        sets the tracking position to its end.
+        """
+        views = self.views
+        views.drop()
+        views.create_table()
+        position = self.app.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+        rebuilt = 0
+        batch: list[Session] = []
+        for session_id in views.session_ids():
+            session = self.app.repository.get(session_id)
+            assert isinstance(session, Session)
+            batch.append(session)
+            if len(batch) >= 500:
+                rebuilt += self._write_views(batch, None)
+                batch = []
+        rebuilt += self._write_views(batch, position)
+        return rebuilt
+
+    def _write_views(self, sessions: list[Session], position: int | None) -> int:
+        with self.app.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+            self.views.project(cursor, sessions, position)
+        return len(sessions)
+
+
+def _concurrency(value: str) -> str:
+    try:
+        return Concurrency(value).value
+    except ValueError:
+        raise InvalidRequestError(
+            "concurrency must be one of enqueue, reject, interrupt"
+        ) from None
+
+
+def _encode_cursor(cursor: tuple[str, str] | None) -> str | None:
+    if cursor is None:
+        return None
+    return base64.urlsafe_b64encode(orjson.dumps(list(cursor))).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, session_id = orjson.loads(base64.urlsafe_b64decode(padded))
+        return str(created_at), str(session_id)
+    except (ValueError, binascii.Error, orjson.JSONDecodeError, TypeError):
+        raise InvalidRequestError("cursor is not valid") from None
+
+
+class AsyncRuntime:
+    """The same API as :class:`Runtime`, as coroutines that run each call on a
+    worker thread, so the event loop never blocks on an actor or the store."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Every public call of Runtime, made awaitable; stream has its own bridge.
+        attribute = getattr(self.runtime, name)
+        if name.startswith("_") or not callable(attribute):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(attribute, *args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = attribute.__doc__
+        return call
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker
+        thread and hands each event to the loop as it happens."""
+        send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=256)
+        done = object()
+
+        def produce() -> None:
+            try:
+                for event in self.runtime.stream(*args, **kwargs):
+                    anyio.from_thread.run(send.send, event)
+                anyio.from_thread.run(send.send, done)
+            except BaseException as error:  # handed to the consumer, re-raised there
+                anyio.from_thread.run(send.send, error)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, produce)
+            async with receive:
+                async for item in receive:
+                    if item is done:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item

@@ -1,0 +1,65 @@
+"""``Sessions``: the eventsourcing Application that owns the session log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.application import Application, ProcessingEvent, Recording
+from eventsourcing.persistence import ApplicationRecorder, Mapper
+
+from aggregates.session import Session
+from projections.views import SQLiteSessionViews
+from runtime.mapper import SessionMapper
+from runtime.persistence import DurableSQLiteFactory, SessionsRecorder
+
+
+class Sessions(Application[str]):
+    """Sessions stored as event logs, with snapshots and inline views.
+
+    Saving records the events, the sessions' index rows and the views' tracking
+    position in one transaction (see :class:`runtime.persistence.SessionsRecorder`).
+    """
+
+    name = "Sessions"
+    snapshot_class = Session.Snapshot
+
+    views: SQLiteSessionViews
+
+    def construct_mapper(self) -> Mapper[str]:
+        """The compact mapper (short topics, no default-valued keys)."""
+        return SessionMapper(transcoder=self.construct_transcoder())
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        """The group-committing recorder that also writes the views."""
+        factory = self.factory
+        assert isinstance(factory, DurableSQLiteFactory)
+        self.views = SQLiteSessionViews(factory.datastore)
+        self.views.create_table()
+        recorder = SessionsRecorder(factory.datastore, self.views)
+        recorder.create_table()
+        return recorder
+
+    def _record(self, processing_event: ProcessingEvent[str]) -> list[Recording[str]]:
+        # Hand the saved aggregates to the recorder, which writes their view rows
+        # in the same transaction as their events.
+        return self.events.put(
+            processing_event.events,
+            tracking=processing_event.tracking,
+            sessions=list(processing_event.aggregates.values()),
+            **processing_event.saved_kwargs,
+        )
+
+    def take_session_snapshot(self, session: Session) -> None:
+        """Store a snapshot of a session's saved state."""
+        assert self.snapshots is not None
+        self.snapshots.put([Session.Snapshot.take(session)])
+
+    def close(self) -> None:
+        """Close the database connections."""
+        self.factory.close()
+
+    def __enter__(self) -> Sessions:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()

@@ -1,0 +1,146 @@
+"""``Settings``: the one frozen configuration object, read once at start-up.
+
+Nothing else in sessiond reads ``os.environ``. Values come from (lowest first)
+defaults, the TOML config file, and the environment (``SESSIOND_*``, plus the
+``SESSION_*_MINUTES`` timeout variables every surface shares).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from aggregates.values import TimeoutLimits
+from runtime.clock import Clock, SystemClock
+
+DEFAULT_DB = "./sessiond.db"
+ECHO_AGENT_ID = "echo"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One configured agent."""
+
+    id: str
+    provider: str = "echo"
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    system_prompt: str | None = None
+    tools: tuple[str, ...] = ()
+    max_steps: int = 8
+    timeout: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_table(cls, agent_id: str, table: Mapping[str, Any]) -> AgentConfig:
+        """Build from a ``[agents.<id>]`` TOML table."""
+        known = {
+            "provider",
+            "model",
+            "base_url",
+            "api_key_env",
+            "system_prompt",
+            "tools",
+            "max_steps",
+            "timeout",
+        }
+        return cls(
+            id=agent_id,
+            provider=str(table.get("provider", "echo")),
+            model=table.get("model"),
+            base_url=table.get("base_url"),
+            api_key_env=table.get("api_key_env"),
+            system_prompt=table.get("system_prompt"),
+            tools=tuple(table.get("tools", ())),
+            max_steps=int(table.get("max_steps", 8)),
+            timeout=dict(table.get("timeout", {})),
+            params={k: v for k, v in table.items() if k not in known},
+        )
+
+
+def _default_agents() -> Mapping[str, AgentConfig]:
+    return {ECHO_AGENT_ID: AgentConfig(id=ECHO_AGENT_ID)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the runtime and gateway are configured by."""
+
+    db: str = DEFAULT_DB
+    host: str = "127.0.0.1"
+    port: int = 8000
+    config_path: str | None = None
+    log_level: str = "info"
+    agents: Mapping[str, AgentConfig] = field(default_factory=_default_agents)
+    timeout_limits: TimeoutLimits = field(default_factory=TimeoutLimits)
+    max_live_actors: int = 1024
+    actor_idle_seconds: float = 300.0
+    actor_timeout: float = 30.0
+    snapshot_interval: int = 100
+    sqlite_lock_timeout: int = 10
+    clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Read the environment (and the config file it names) once.
+
+        ``overrides`` (e.g. command-line flags) win over both.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_path = overrides.get("config_path") or env.get("SESSIOND_CONFIG")
+        if config_path:
+            values.update(_read_config_file(Path(config_path)))
+            values["config_path"] = str(config_path)
+        for name, key, convert in (
+            ("db", "SESSIOND_DB", str),
+            ("host", "SESSIOND_HOST", str),
+            ("port", "SESSIOND_PORT", int),
+            ("log_level", "SESSIOND_LOG_LEVEL", str),
+            ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
+            ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
+        ):
+            if env.get(key):
+                values[name] = convert(env[key])
+        limits = TimeoutLimits()
+        limit_values = {
+            "default_timeout_minutes": "SESSION_DEFAULT_TIMEOUT_MINUTES",
+            "min_timeout_minutes": "SESSION_MIN_TIMEOUT_MINUTES",
+            "max_timeout_minutes": "SESSION_MAX_TIMEOUT_MINUTES",
+            "max_duration_minutes": "SESSION_MAX_DURATION_MINUTES",
+            "warning_threshold_minutes": "SESSION_WARNING_THRESHOLD_MINUTES",
+        }
+        values["timeout_limits"] = replace(
+            limits,
+            **{k: int(env[v]) for k, v in limit_values.items() if env.get(v)},
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    with path.open("rb") as file:
+        document = tomllib.load(file)
+    values: dict[str, Any] = {}
+    agents = dict(_default_agents())
+    for agent_id, table in document.get("agents", {}).items():
+        agents[agent_id] = AgentConfig.from_table(agent_id, table)
+    values["agents"] = agents
+    server = document.get("server", {})
+    for key in ("db", "host", "port", "log_level", "max_live_actors"):
+        if key in server:
+            values[key] = server[key]
+    return values
