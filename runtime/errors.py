@@ -16,6 +16,33 @@
 
 from __future__ import annotations
 
+from aggregates.errors import (
+    CheckpointNotFoundError,
+    DomainError,
+    InvalidRequestError,
+    OffsetConflictError,
+    OffsetOutOfRangeError,
+    SessionEndedError,
+)
+
+__all__ = [
+    "ActorUnavailableError",
+    "AgentNotFoundError",
+    "CheckpointNotFoundError",
+    "ConcurrencyConflictError",
+    "DomainError",
+    "InvalidRequestError",
+    "NameTakenError",
+    "OffsetConflictError",
+    "OffsetOutOfRangeError",
+    "RuntimeFault",
+    "SessionEndedError",
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "StorageUnavailableError",
+    "TurnTimeoutError",
+]
+
 
 class RuntimeFault(Exception):
     """A runtime call could not be carried out."""

@@ -13,6 +13,7 @@ loop (each call hops to a worker thread).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -1039,24 +1040,34 @@ class AsyncRuntime:
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker
-        thread and hands each event to the loop as it happens."""
-        send, receive = anyio.create_memory_object_stream[Any](max_buffer_size=256)
+        thread and hands each event to the loop as it happens. Leaving the loop
+        early stops the worker at its next event."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
         done = object()
 
         def produce() -> None:
+            item: Any = done
             try:
                 for event in self.runtime.stream(*args, **kwargs):
-                    anyio.from_thread.run(send.send, event)
-                anyio.from_thread.run(send.send, done)
-            except BaseException as error:  # handed to the consumer, re-raised there
-                anyio.from_thread.run(send.send, error)
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(anyio.to_thread.run_sync, produce)
-            async with receive:
-                async for item in receive:
-                    if item is done:
+                    if stop.is_set():
                         break
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except BaseException as error:  # noqa: BLE001 - re-raised by the consumer
+                item = error
+            if not stop.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await worker
+        finally:
+            stop.set()

@@ -1,0 +1,1 @@
+"""The thin layer over ``runtime.Runtime``: the command line (and, later, HTTP)."""
