@@ -8,6 +8,7 @@ from aggregates.errors import (
     InvalidRequestError,
     OffsetConflictError,
     OffsetOutOfRangeError,
+    RenewalRefusedError,
     SessionEndedError,
 )
 from aggregates.session import IDEMPOTENCY_WINDOW, Session, Span, truncate_spans
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidRequestError",
     "OffsetConflictError",
     "OffsetOutOfRangeError",
+    "RenewalRefusedError",
     "Role",
     "Scope",
     "Session",

@@ -7,7 +7,8 @@
     ├── SessionEndedError          session_ended
     ├── OffsetConflictError        conflict         (carries current_offset)
     ├── CheckpointNotFoundError    checkpoint_not_found
-    └── OffsetOutOfRangeError      offset_out_of_range
+    ├── OffsetOutOfRangeError      offset_out_of_range
+    └── RenewalRefusedError        renewal_refused
 """
 
 from __future__ import annotations
@@ -56,3 +57,9 @@ class OffsetOutOfRangeError(DomainError):
     """The offset does not name a point of this session's life."""
 
     code = "offset_out_of_range"
+
+
+class RenewalRefusedError(DomainError):
+    """The session reached its maximum duration and cannot be renewed."""
+
+    code = "renewal_refused"

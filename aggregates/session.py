@@ -37,9 +37,20 @@ from aggregates.errors import (
     InvalidRequestError,
     OffsetConflictError,
     OffsetOutOfRangeError,
+    RenewalRefusedError,
     SessionEndedError,
 )
-from aggregates.values import Concurrency, Role, Status, deep_merge, normalize_name
+from aggregates.values import (
+    Concurrency,
+    Role,
+    Status,
+    TimeoutLimits,
+    TimeoutPolicy,
+    deadline,
+    deep_merge,
+    max_end,
+    normalize_name,
+)
 
 Span = list[Any]  # [session_id: str, after: int, upto: int | None]
 
@@ -154,6 +165,10 @@ class Session(BaseAggregate[str]):
             session.last_message_id = self.message_id
             session.updated_at = self.timestamp
             session.last_activity_at = self.timestamp
+            if session.timeout["auto_renew"]:
+                session.expires_at = deadline(
+                    session.timeout, session.created_at, self.timestamp
+                )
             if self.usage:
                 for key in ("input_tokens", "output_tokens"):
                     session.usage[key] = session.usage.get(key, 0) + int(
@@ -222,6 +237,30 @@ class Session(BaseAggregate[str]):
             session.checkpoints.pop(self.checkpoint_id, None)
             session.updated_at = self.timestamp
 
+    class Renewed(Event):
+        """The session's deadline moved to ``expires_at`` (manual renewal or an
+        auto-renewing heartbeat)."""
+
+        reason: str
+        expires_at: datetime
+
+        def apply(self, session: Session) -> None:
+            session.expires_at = self.expires_at
+            session.last_activity_at = self.timestamp
+            session.renewal_count += 1
+            session.updated_at = self.timestamp
+
+    class TimeoutChanged(Event):
+        """The timeout policy changed; the deadline was recomputed."""
+
+        timeout: dict[str, Any]
+        expires_at: datetime
+
+        def apply(self, session: Session) -> None:
+            session.timeout = self.timeout
+            session.expires_at = self.expires_at
+            session.updated_at = self.timestamp
+
     class Ended(Event):
         """The session was ended (deleted); its log is kept for audit."""
 
@@ -288,6 +327,8 @@ class Session(BaseAggregate[str]):
         self.updated_at: datetime = self.created_on
         self.last_activity_at: datetime = self.created_on
         self.last_message_id: str | None = None
+        self.expires_at: datetime = deadline(timeout, self.created_on, self.created_on)
+        self.renewal_count = 0
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, int] = {}
@@ -612,6 +653,51 @@ class Session(BaseAggregate[str]):
         self.trigger_event(
             self.CheckpointDeleted, timestamp=timestamp, checkpoint_id=checkpoint_id
         )
+
+    def renew(self, *, timestamp: datetime, reason: str = "manual") -> None:
+        """Move the deadline to ``timestamp`` + timeout (capped at the maximum
+        duration), whatever ``auto_renew`` says.
+
+        Raises:
+            RenewalRefusedError: the session reached its maximum duration.
+        """
+        self.check_writable()
+        if timestamp >= max_end(self.timeout, self.created_at):
+            raise RenewalRefusedError(
+                f"session {self.id} reached its maximum duration and cannot be renewed"
+            )
+        policy = {**self.timeout, "auto_renew": True}
+        self.trigger_event(
+            self.Renewed,
+            timestamp=timestamp,
+            reason=reason,
+            expires_at=deadline(policy, self.created_at, timestamp),
+        )
+
+    def heartbeat(self, *, timestamp: datetime) -> bool:
+        """Record that the client is alive: renews when ``auto_renew`` is on and
+        the maximum duration is not reached. Returns whether it renewed."""
+        self.check_writable()
+        if not self.timeout["auto_renew"] or timestamp >= max_end(
+            self.timeout, self.created_at
+        ):
+            return False
+        self.renew(timestamp=timestamp, reason="heartbeat")
+        return True
+
+    def change_timeout(
+        self, *, timestamp: datetime, limits: TimeoutLimits, changes: dict[str, Any]
+    ) -> None:
+        """Change only the named policy fields; out-of-range values are refused."""
+        self.check_writable()
+        policy = TimeoutPolicy.changed(limits, self.timeout, changes).as_dict()
+        if policy != self.timeout:
+            self.trigger_event(
+                self.TimeoutChanged,
+                timestamp=timestamp,
+                timeout=policy,
+                expires_at=deadline(policy, self.created_at, self.last_activity_at),
+            )
 
     def end(self, *, timestamp: datetime, reason: str = "deleted") -> None:
         """End the session; ending an ended session changes nothing."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -118,6 +119,47 @@ class TimeoutPolicy:
     def as_dict(self) -> dict[str, Any]:
         """The policy as a JSON-native dict."""
         return asdict(self)
+
+    @classmethod
+    def changed(
+        cls, limits: TimeoutLimits, current: dict[str, Any], changes: dict[str, Any]
+    ) -> TimeoutPolicy:
+        """The policy with only the named fields changed; out-of-range values are
+        refused (unlike creation, which clamps)."""
+        merged = dict(current)
+        for key, value in changes.items():
+            if key not in merged:
+                raise InvalidRequestError(f"unknown timeout field {key!r}")
+            if value is None:
+                continue
+            if key == "auto_renew":
+                if not isinstance(value, bool):
+                    raise InvalidRequestError("timeout.auto_renew must be a boolean")
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidRequestError(f"timeout.{key} must be an integer")
+            merged[key] = value
+        bounds = {
+            "timeout_minutes": (limits.min_timeout_minutes, limits.max_timeout_minutes),
+            "max_duration_minutes": (merged["timeout_minutes"], limits.max_duration_minutes),
+            "warning_threshold_minutes": (0, merged["timeout_minutes"]),
+        }
+        for key, (low, high) in bounds.items():
+            if key in changes and changes[key] is not None and not low <= merged[key] <= high:
+                raise InvalidRequestError(f"timeout.{key} must be within {low}..{high}")
+        return cls(**merged)
+
+
+def deadline(policy: dict[str, Any], created_at: datetime, anchor: datetime) -> datetime:
+    """When a session expires: ``anchor`` (its last renewal, or creation without
+    auto-renew) plus the timeout, capped at creation plus the maximum duration."""
+    start = anchor if policy["auto_renew"] else created_at
+    expires = start + timedelta(minutes=policy["timeout_minutes"])
+    return min(expires, created_at + timedelta(minutes=policy["max_duration_minutes"]))
+
+
+def max_end(policy: dict[str, Any], created_at: datetime) -> datetime:
+    """The latest moment a session may live until, renewals included."""
+    return created_at + timedelta(minutes=policy["max_duration_minutes"])
 
 
 def validate_session_id(session_id: str) -> str:

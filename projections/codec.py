@@ -30,6 +30,8 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.ckpt": Session.CheckpointSaved,
     "s.ckpt_del": Session.CheckpointDeleted,
     "s.end": Session.Ended,
+    "s.renew": Session.Renewed,
+    "s.timeout": Session.TimeoutChanged,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}

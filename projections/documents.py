@@ -7,7 +7,7 @@ in-process API, the HTTP API and the dialects show one shape.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aggregates.session import Session
@@ -21,16 +21,6 @@ def format_time(moment: datetime | None) -> str | None:
         return None
     text = moment.isoformat(timespec="milliseconds")
     return text.replace("+00:00", "Z")
-
-
-def expires_at(session: Session) -> datetime:
-    """Last activity (or creation, without auto-renew) plus the timeout, capped at
-    creation plus the maximum duration."""
-    policy = session.timeout
-    start = session.last_activity_at if policy["auto_renew"] else session.created_at
-    deadline = start + timedelta(minutes=policy["timeout_minutes"])
-    cap = session.created_at + timedelta(minutes=policy["max_duration_minutes"])
-    return min(deadline, cap)
 
 
 def session_document(session: Session) -> dict[str, Any]:
@@ -53,8 +43,8 @@ def session_document(session: Session) -> dict[str, Any]:
         "created_at": format_time(session.created_at),
         "updated_at": format_time(session.updated_at),
         "last_activity_at": format_time(session.last_activity_at),
-        "expires_at": format_time(expires_at(session)),
-        "renewal_count": 0,
+        "expires_at": format_time(session.expires_at),
+        "renewal_count": session.renewal_count,
         "timeout": session.timeout,
         "concurrency": session.concurrency,
         "parent": session.parent,

@@ -47,6 +47,7 @@ INDEX_COLUMNS = (
     "scope_key",
     "created_at",
     "updated_at",
+    "parent_id",
     "spans",
     "doc",
 )
@@ -66,6 +67,7 @@ def index_row(session: Session) -> tuple[Any, ...]:
         session.scope_key,
         doc["created_at"],
         doc["updated_at"],
+        (session.parent or {}).get("session_id"),
         orjson.dumps(session.spans),
         orjson.dumps(doc),
     )
@@ -91,8 +93,10 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "session_id TEXT PRIMARY KEY, owner_id TEXT NOT NULL, "
             "user_id TEXT NOT NULL, agent_id TEXT NOT NULL, status TEXT NOT NULL, "
             "name_key TEXT, pinned INTEGER NOT NULL, scope_key TEXT, "
-            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, parent_id TEXT, "
             "spans BLOB NOT NULL, doc BLOB NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS session_index_parent "
+            "ON session_index (parent_id) WHERE parent_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS session_index_owner "
             "ON session_index (owner_id, created_at)",
             # Names are unique per user, case-insensitively, among live sessions.
@@ -337,6 +341,26 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             event_document(row[0], row[1], decode_state(row[2])) for row in rows[:limit]
         ]
         return events, len(rows) > limit
+
+    def forks_of(self, session_id: str) -> list[dict[str, Any]]:
+        """Documents of the sessions forked from ``session_id``, oldest first."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT doc FROM session_index WHERE parent_id = ? ORDER BY created_at",
+                (session_id,),
+            )
+            return [orjson.loads(row[0]) for row in c.fetchall()]
+
+    def events_of_type(self, session_id: str, topic: str) -> list[dict[str, Any]]:
+        """The session's own log entries of one stored topic, oldest first."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT originator_version, topic, state FROM {self.events_table} "
+                "WHERE originator_id = ? AND topic = ? ORDER BY originator_version",
+                (session_id, topic),
+            )
+            rows = c.fetchall()
+        return [event_document(row[0], row[1], decode_state(row[2])) for row in rows]
 
     def counts(self, owner_id: str | None) -> dict[str, int]:
         """How many sessions there are by status (for one owner, or all)."""

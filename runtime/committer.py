@@ -41,6 +41,9 @@ WriteFunction = Callable[[Any, Any], Sequence[int]]
 AfterBatch = Callable[[Any, int], None]
 """Runs last in a batch's transaction with the highest notification id written."""
 
+AfterCommit = Callable[[list[tuple[Any, Sequence[int]]]], None]
+"""Runs once a batch has committed, with each successful payload and its ids."""
+
 
 @dataclass
 class _Write:
@@ -59,12 +62,14 @@ class GroupCommitter:
         write: WriteFunction,
         integrity_errors: tuple[type[BaseException], ...],
         after_batch: AfterBatch | None = None,
+        after_commit: AfterCommit | None = None,
         max_batch: int = 512,
     ) -> None:
         self._datastore = datastore
         self._write = write
         self._integrity_errors = integrity_errors
         self._after_batch = after_batch
+        self._after_commit = after_commit
         self._max_batch = max_batch
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
@@ -95,6 +100,7 @@ class GroupCommitter:
         return item.result
 
     def _commit(self, batch: list[_Write]) -> None:
+        committed = False
         try:
             with self._datastore.transaction(commit=True) as cursor:
                 highest = 0
@@ -110,6 +116,7 @@ class GroupCommitter:
                         highest = max(highest, *item.result)
                 if highest and self._after_batch is not None:
                     self._after_batch(cursor, highest)
+            committed = True
         except BaseException as error:
             # Nothing of this batch is committed: every write in it failed.
             for item in batch:
@@ -117,10 +124,20 @@ class GroupCommitter:
                 if item.error is None:
                     item.error = error
             logger.warning(
-                "group commit failed", extra={"writes": len(batch), "error": repr(type(error))}
+                "group commit failed",
+                extra={"writes": len(batch), "error": type(error).__name__},
             )
         finally:
+            if committed and self._after_commit is not None:
+                self._publish(batch)
             self.batches += 1
             self.writes += len(batch)
             for item in batch:
                 item.done.set()
+
+    def _publish(self, batch: list[_Write]) -> None:
+        assert self._after_commit is not None
+        try:
+            self._after_commit([(item.payload, item.result) for item in batch if item.result])
+        except Exception:  # publishing must never undo an acknowledged write
+            logger.exception("after-commit hook failed")

@@ -43,6 +43,7 @@ from aggregates.values import (
     scope_key,
     validate_session_id,
 )
+from projections.codec import ALIAS_OF
 from projections.documents import format_time, session_document
 from runtime.agents import AgentRegistry, FinalMessage, TextDelta, ToolCallDelta
 from runtime.directory import ActorDirectory
@@ -55,7 +56,8 @@ from runtime.errors import (
     TurnTimeoutError,
 )
 from runtime.export import export_document, render_markdown, render_text
-from runtime.persistence import eventsourcing_env
+from runtime.tail import AsyncSessionTail, SessionTail
+from runtime.persistence import SessionsRecorder, eventsourcing_env
 from runtime.sessions import Sessions
 from runtime.settings import Settings
 
@@ -63,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HISTORY_MAX_LIMIT = 1000
+VERSION = "0.1.0"
 AGENT_HISTORY_LIMIT = 50
 _UNSET: Any = object()
 
@@ -118,6 +121,8 @@ class Runtime:
         )
         self._turn_locks_guard = threading.Lock()
         self._closed = threading.Event()
+        self._background: set[threading.Thread] = set()
+        self._background_guard = threading.Lock()
         self._reaper = threading.Thread(
             target=self._reap_idle, name="sessiond-passivation", daemon=True
         )
@@ -130,6 +135,10 @@ class Runtime:
         if self._closed.is_set():
             return
         self._closed.set()
+        with self._background_guard:
+            turns = list(self._background)
+        for turn in turns:
+            turn.join(self.settings.actor_timeout)
         self.directory.stop_all()
         self.app.close()
 
@@ -178,7 +187,17 @@ class Runtime:
     def _document(self, session_id: str) -> dict[str, Any]:
         row = self.views.session_row(session_id)
         assert row is not None
-        return dict(row["doc"])
+        return self._decorate(row["doc"])
+
+    def _decorate(self, document: Mapping[str, Any]) -> dict[str, Any]:
+        # What depends on the time of reading, not of writing.
+        shown = dict(document)
+        expires = datetime.fromisoformat(shown["expires_at"])
+        remaining = max(0, int((expires - self.clock.now()).total_seconds() * 1000))
+        threshold = shown["timeout"]["warning_threshold_minutes"] * 60_000
+        shown["time_remaining_ms"] = remaining
+        shown["near_expiry"] = 0 < remaining <= threshold
+        return shown
 
     def _new_id(self) -> str:
         return uuid.uuid4().hex
@@ -313,7 +332,7 @@ class Runtime:
         if row is None:
             return None
         if row["owner_id"] == principal.id and row["doc"]["agent_id"] == agent_id:
-            return dict(row["doc"])
+            return self._decorate(row["doc"])
         msg = f"session id {session_id} is taken"
         raise SessionExistsError(msg)
 
@@ -339,7 +358,7 @@ class Runtime:
 
     def get(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
         """One session."""
-        return dict(self._row(session_id, principal)["doc"])
+        return self._decorate(self._row(session_id, principal)["doc"])
 
     def list(  # noqa: A003, PLR0913 - the list filters
         self,
@@ -371,7 +390,7 @@ class Runtime:
             cursor=_decode_cursor(cursor),
         )
         return {
-            "sessions": sessions,
+            "sessions": [self._decorate(s) for s in sessions],
             "next_cursor": _encode_cursor(next_cursor),
             "total": total,
         }
@@ -547,8 +566,7 @@ class Runtime:
             timeout=timeout,
         ):
             if event["type"] == "done":
-                result = event
-        result.pop("type", None)
+                result = {k: v for k, v in event.items() if k != "type"}
         return result
 
     def stream(  # noqa: PLR0913
@@ -571,8 +589,40 @@ class Runtime:
         ``input_json_delta``, ``content_block_stop``, ``message_delta``,
         ``message_stop`` (with the recorded ``message``) and finally ``done``
         (the same result :meth:`send` returns). Turns of one session run one at a
-        time, in arrival order.
+        time, in arrival order. Every event is also published live to the
+        session's tails as a ``delta``.
         """
+        bus = self.app.bus
+        for event in self._turn(
+            session_id,
+            content,
+            principal=principal,
+            role=role,
+            attachments=attachments,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            expected_offset=expected_offset,
+            timeout=timeout,
+        ):
+            if bus.has_subscribers(session_id):
+                bus.publish(session_id, {"type": "delta", "event": event})
+            yield event
+
+    def _turn(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        principal: Principal,
+        role: str,
+        attachments: list[Any] | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        expected_offset: int | None,
+        timeout: float | None,
+    ) -> Iterator[dict[str, Any]]:
+        """The turn behind :meth:`stream`: holds the session's turn lock, records
+        the message, runs the agent and records its reply."""
         row = self._row(session_id, principal)
         try:
             role = Role(role).value
@@ -660,6 +710,63 @@ class Runtime:
             )
         finally:
             turn.lock.release()
+
+    def submit(  # noqa: PLR0913
+        self,
+        session_id: str,
+        content: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        role: str = "user",
+        attachments: list[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
+        """Record the message and run the turn in the background; returns the
+        recorded user ``Message`` as soon as it is durable. The reply arrives on
+        the session's tail (and in its history)."""
+        self._row(session_id, principal)
+        recorded = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                for event in self.stream(
+                    session_id,
+                    content,
+                    principal=principal,
+                    role=role,
+                    attachments=attachments,
+                    metadata=metadata,
+                    idempotency_key=idempotency_key,
+                    expected_offset=expected_offset,
+                ):
+                    if event["type"] == "message_start":
+                        outcome["message"] = event["user_message"]
+                        recorded.set()
+            except BaseException as error:  # noqa: BLE001 - reported to the caller or logged
+                outcome.setdefault("error", error)
+                if recorded.is_set():
+                    logger.warning(
+                        "background turn failed",
+                        extra={"session_id": session_id, "error": type(error).__name__},
+                    )
+            finally:
+                recorded.set()
+                with self._background_guard:
+                    self._background.discard(threading.current_thread())
+
+        worker = threading.Thread(target=run, name=f"turn-{session_id}", daemon=True)
+        with self._background_guard:
+            self._background.add(worker)
+        worker.start()
+        if not recorded.wait(self.settings.actor_timeout):
+            msg = f"session {session_id} did not record the message in time"
+            raise ActorUnavailableError(msg)
+        if "message" not in outcome:
+            raise outcome["error"]
+        return dict(outcome["message"])
 
     def _done(
         self,
@@ -959,7 +1066,140 @@ class Runtime:
             format_time(self.clock.now()),
         )
 
+    # ------------------------------------------------------------------ tails
+
+    def tail(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, after: int = 0
+    ) -> SessionTail:
+        """Follow the session's log from offset ``after``: the backlog, then live
+        events and turn deltas (see :mod:`runtime.tail`)."""
+        self._row(session_id, principal)
+        if not isinstance(after, int) or after < 0:
+            raise InvalidRequestError("after must be a non-negative offset")
+        return SessionTail(self.views, self.app.bus, session_id, after)
+
+    def branches(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> dict[str, Any]:
+        """The session's branch points: where it came from (``parent``), the
+        restores and rewinds in its log, and the sessions forked from it."""
+        document = self._row(session_id, principal)["doc"]
+        restores = [
+            {
+                "offset": event["offset"],
+                "to_offset": event["data"]["to_offset"],
+                "checkpoint_id": event["data"].get("checkpoint_id"),
+                "message_count": event["data"]["message_count"],
+                "at": event["at"],
+            }
+            for event in self.views.events_of_type(session_id, ALIAS_OF[Session.Rewound])
+        ]
+        forks = [
+            {
+                "session_id": fork["id"],
+                "offset": fork["parent"]["offset"],
+                "created_at": fork["created_at"],
+            }
+            for fork in self.views.forks_of(session_id)
+            if principal.admin or self._owned(fork["id"], principal)
+        ]
+        return {
+            "session_id": session_id,
+            "parent": document["parent"],
+            "restores": restores,
+            "forks": forks,
+        }
+
+    def _owned(self, session_id: str, principal: Principal) -> bool:
+        row = self.views.session_row(session_id)
+        return row is not None and row["owner_id"] == principal.id
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def heartbeat(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> dict[str, Any]:
+        """Record that the client is alive; renews when the policy auto-renews."""
+        self._row(session_id, principal)
+        self._execute(session_id, lambda s: s.heartbeat(timestamp=self.clock.now()))
+        return self._document(session_id)
+
+    def renew(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+        """Renew now (``RenewalRefusedError`` past the maximum duration)."""
+        self._row(session_id, principal)
+        self._execute(session_id, lambda s: s.renew(timestamp=self.clock.now()))
+        return self._document(session_id)
+
+    def update_timeout(  # noqa: PLR0913
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        timeout_minutes: int | None = None,
+        auto_renew: bool | None = None,
+        max_duration_minutes: int | None = None,
+        warning_threshold_minutes: int | None = None,
+    ) -> dict[str, Any]:
+        """Change only the named policy fields (out-of-range values are refused)."""
+        self._row(session_id, principal)
+        changes = {
+            "timeout_minutes": timeout_minutes,
+            "auto_renew": auto_renew,
+            "max_duration_minutes": max_duration_minutes,
+            "warning_threshold_minutes": warning_threshold_minutes,
+        }
+        self._execute(
+            session_id,
+            lambda s: s.change_timeout(
+                timestamp=self.clock.now(),
+                limits=self.settings.timeout_limits,
+                changes={k: v for k, v in changes.items() if v is not None},
+            ),
+        )
+        return self._document(session_id)
+
     # ------------------------------------------------------------------ operations
+
+    def health(self) -> dict[str, Any]:
+        """Whether the store answers, with a few live figures."""
+        try:
+            counts = self.views.counts(None)
+        except PersistenceError:
+            return {
+                "status": "unavailable",
+                "store": "unreachable",
+                "live_actors": self.directory.live_count(),
+                "sessions_active": 0,
+                "version": VERSION,
+            }
+        return {
+            "status": "ok",
+            "store": "ok",
+            "live_actors": self.directory.live_count(),
+            "sessions_active": counts.get("active", 0),
+            "version": VERSION,
+        }
+
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges of the runtime, for the metrics endpoint."""
+        recorder = self.app.recorder
+        assert isinstance(recorder, SessionsRecorder)
+        counts = self.views.counts(None)
+        return {
+            "live_actors": self.directory.live_count(),
+            "activations": self.directory.stats.activations,
+            "passivations": self.directory.stats.passivations,
+            "appends": recorder.events_recorded,
+            "commits": recorder.committer.batches,
+            "committed_writes": recorder.committer.writes,
+            "projection_lag": max(
+                0, (recorder.max_notification_id() or 0) - self.views.position()
+            ),
+            "open_streams": self.app.bus.subscriber_count(),
+            "sessions_active": counts.get("active", 0),
+            "sessions_expired": counts.get("expired", 0),
+            "sessions_ended": counts.get("ended", 0),
+        }
 
     def rebuild_projections(self) -> int:
         """Drop the views and rebuild them from the log; returns sessions rebuilt.
@@ -1037,6 +1277,15 @@ class AsyncRuntime:
         call.__name__ = name
         call.__doc__ = attribute.__doc__
         return call
+
+    async def tail(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, after: int = 0
+    ) -> AsyncSessionTail:
+        """:meth:`Runtime.tail` for asyncio: waiting for items costs no CPU."""
+        if not isinstance(after, int) or after < 0:
+            raise InvalidRequestError("after must be a non-negative offset")
+        await self._call(self.runtime.get, session_id, principal=principal)
+        return AsyncSessionTail(self.runtime.views, self.runtime.app.bus, session_id, after)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker

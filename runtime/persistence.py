@@ -19,7 +19,10 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
+from projections.codec import decode_state
+from projections.documents import event_document
 from projections.views import SQLiteSessionViews
+from runtime.bus import EventBus
 from runtime.committer import GroupCommitter
 from runtime.errors import StorageUnavailableError
 
@@ -105,14 +108,19 @@ class SessionsRecorder(SQLiteApplicationRecorder):
     """Records session events together with the view rows and tracking position
     they imply, through a :class:`GroupCommitter`."""
 
-    def __init__(self, datastore: SQLiteDatastore, views: SQLiteSessionViews) -> None:
+    def __init__(
+        self, datastore: SQLiteDatastore, views: SQLiteSessionViews, bus: EventBus
+    ) -> None:
         super().__init__(datastore)
         self.views = views
+        self.bus = bus
+        self.events_recorded = 0
         self.committer = GroupCommitter(
             datastore,
             self._write,
             integrity_errors=(sqlite3.IntegrityError, IntegrityError),
             after_batch=views.advance,
+            after_commit=self._published,
         )
 
     def insert_events(
@@ -132,3 +140,15 @@ class SessionsRecorder(SQLiteApplicationRecorder):
         ids = self._insert_events(cursor, stored_events) or []
         self.views.project(cursor, sessions, None)
         return ids
+
+    def _published(self, written: list[tuple[Any, Sequence[int]]]) -> None:
+        # Runs after the commit: subscribers only ever see durable events.
+        bus = self.bus
+        for (stored_events, _), _ids in written:
+            self.events_recorded += len(stored_events)
+            for stored in stored_events:
+                session_id = str(stored.originator_id)
+                if bus.has_subscribers(session_id):
+                    offset = stored.originator_version
+                    document = event_document(offset, stored.topic, decode_state(stored.state))
+                    bus.publish(session_id, {"type": "event", "offset": offset, "event": document})

@@ -9,6 +9,7 @@ from eventsourcing.persistence import ApplicationRecorder, Mapper
 
 from aggregates.session import Session
 from projections.views import SQLiteSessionViews
+from runtime.bus import EventBus
 from runtime.mapper import SessionMapper
 from runtime.persistence import DurableSQLiteFactory, SessionsRecorder
 
@@ -24,6 +25,7 @@ class Sessions(Application[str]):
     snapshot_class = Session.Snapshot
 
     views: SQLiteSessionViews
+    bus: EventBus
 
     def construct_mapper(self) -> Mapper[str]:
         """The compact mapper (short topics, no default-valued keys)."""
@@ -35,7 +37,8 @@ class Sessions(Application[str]):
         assert isinstance(factory, DurableSQLiteFactory)
         self.views = SQLiteSessionViews(factory.datastore)
         self.views.create_table()
-        recorder = SessionsRecorder(factory.datastore, self.views)
+        self.bus = EventBus()
+        recorder = SessionsRecorder(factory.datastore, self.views, self.bus)
         recorder.create_table()
         return recorder
 
