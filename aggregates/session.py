@@ -420,7 +420,7 @@ class Session(BaseAggregate[str]):
     @classmethod
     def _open(cls, *, session_id: str, version: int, **fields: Any) -> Session:
         # Like BaseAggregate._create, but a fork starts at its parent's offset + 1.
-        opened = cls.Opened(
+        opened = cls.Opened(  # type: ignore[call-arg] # fields of the dataclass bases
             originator_topic=f"{cls.__module__}:{cls.__qualname__}",
             originator_id=session_id,
             originator_version=version,

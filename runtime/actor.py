@@ -89,13 +89,12 @@ class SessionActor(pykka.ThreadingActor):
     def _load(self) -> Session:
         if self._session is None:
             try:
-                session = self.app.repository.get(self.session_id)
+                session: Session = self.app.repository.get(self.session_id)
             except AggregateNotFoundError:
                 msg = f"session {self.session_id} not found"
                 raise SessionNotFoundError(msg) from None
             except PersistenceError as error:
                 self._fail(error)
-            assert isinstance(session, Session)
             self._session = session
         return self._session
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 EXPORT_FORMAT = "sessiond.export/v1"
@@ -43,8 +43,8 @@ def render_text(messages: Iterable[Mapping[str, Any]]) -> str:
 
 def export_document(
     session: Mapping[str, Any],
-    messages: list[Mapping[str, Any]],
-    checkpoints: list[Mapping[str, Any]],
+    messages: Sequence[Mapping[str, Any]],
+    checkpoints: Sequence[Mapping[str, Any]],
     exported_at: str | None,
 ) -> dict[str, Any]:
     """The JSON export: the session, its checkpoints and its visible history."""
@@ -52,6 +52,6 @@ def export_document(
         "format": EXPORT_FORMAT,
         "exported_at": exported_at,
         "session": dict(session),
-        "checkpoints": checkpoints,
-        "messages": messages,
+        "checkpoints": list(checkpoints),
+        "messages": list(messages),
     }

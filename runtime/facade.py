@@ -64,6 +64,9 @@ from runtime.settings import Settings
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# Runtime.list shadows the builtin inside the class body, where annotations live.
+DocumentList = list[dict[str, Any]]
+AnyList = list[Any]
 HISTORY_MAX_LIMIT = 1000
 VERSION = "0.1.0"
 AGENT_HISTORY_LIMIT = 50
@@ -462,7 +465,7 @@ class Runtime:
         principal: Principal = LOCAL_PRINCIPAL,
         role: str = "user",
         author_id: str | None = None,
-        attachments: list[Any] | None = None,
+        attachments: AnyList | None = None,
         metadata: Mapping[str, Any] | None = None,
         usage: Mapping[str, int] | None = None,
         idempotency_key: str | None = None,
@@ -500,7 +503,7 @@ class Runtime:
         *,
         role: str,
         author_id: str | None,
-        attachments: list[Any] | None,
+        attachments: AnyList | None,
         metadata: Mapping[str, Any] | None,
         usage: Mapping[str, int] | None,
         idempotency_key: str | None,
@@ -541,7 +544,7 @@ class Runtime:
         *,
         principal: Principal = LOCAL_PRINCIPAL,
         role: str = "user",
-        attachments: list[Any] | None = None,
+        attachments: AnyList | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         expected_offset: int | None = None,
@@ -576,7 +579,7 @@ class Runtime:
         *,
         principal: Principal = LOCAL_PRINCIPAL,
         role: str = "user",
-        attachments: list[Any] | None = None,
+        attachments: AnyList | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         expected_offset: int | None = None,
@@ -615,7 +618,7 @@ class Runtime:
         *,
         principal: Principal,
         role: str,
-        attachments: list[Any] | None,
+        attachments: AnyList | None,
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
         expected_offset: int | None,
@@ -718,7 +721,7 @@ class Runtime:
         *,
         principal: Principal = LOCAL_PRINCIPAL,
         role: str = "user",
-        attachments: list[Any] | None = None,
+        attachments: AnyList | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         expected_offset: int | None = None,
@@ -774,7 +777,7 @@ class Runtime:
         user_message: dict[str, Any] | None,
         reply: dict[str, Any] | None,
         *,
-        tool_calls: list[Any] | None = None,
+        tool_calls: AnyList | None = None,
         steps: int | None = None,
     ) -> dict[str, Any]:
         usage = (reply or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0}
@@ -818,10 +821,10 @@ class Runtime:
 
     def messages(
         self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
-    ) -> list[dict[str, Any]]:
+    ) -> DocumentList:
         """The whole visible history, oldest first."""
         row = self._row(session_id, principal)
-        found: list[dict[str, Any]] = []
+        found: DocumentList = []
         after: int | None = None
         while True:
             page, has_more = self.views.history(
@@ -891,7 +894,7 @@ class Runtime:
 
     def checkpoints(
         self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
-    ) -> list[dict[str, Any]]:
+    ) -> DocumentList:
         """The session's checkpoints, oldest first."""
         self._row(session_id, principal)
         found = self._read(session_id, lambda s: list(s.checkpoints.values()))
@@ -999,8 +1002,7 @@ class Runtime:
             raise InvalidRequestError(
                 f"offset must be within {first}..{doc['offset']} for this session"
             )
-        session = self.app.repository.get(session_id, version=offset)
-        assert isinstance(session, Session)
+        session: Session = self.app.repository.get(session_id, version=offset)
         return session_document(session)
 
     def clear(
@@ -1207,26 +1209,7 @@ class Runtime:
         Stop other writers first: the rebuild reads a consistent log prefix and
         sets the tracking position to its end.
         """
-        views = self.views
-        views.drop()
-        views.create_table()
-        position = self.app.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
-        rebuilt = 0
-        batch: list[Session] = []
-        for session_id in views.session_ids():
-            session = self.app.repository.get(session_id)
-            assert isinstance(session, Session)
-            batch.append(session)
-            if len(batch) >= 500:
-                rebuilt += self._write_views(batch, None)
-                batch = []
-        rebuilt += self._write_views(batch, position)
-        return rebuilt
-
-    def _write_views(self, sessions: list[Session], position: int | None) -> int:
-        with self.app.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
-            self.views.project(cursor, sessions, position)
-        return len(sessions)
+        return self.app.rebuild_views()
 
 
 def _concurrency(value: str) -> str:

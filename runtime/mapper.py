@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from functools import cache
 from typing import Any
 
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
@@ -23,9 +22,14 @@ from projections.codec import (
 _TOPIC_FIELDS = ("originator_topic", "topic")
 
 
-@cache
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
 def _field_names(cls: type[Any]) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _aggregate_topic(alias: str) -> str:
@@ -64,7 +68,9 @@ class SessionMapper(Mapper[str]):
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
         """Deserialise one stored event."""
-        cls = TOPIC_ALIASES.get(stored_event.topic) or resolve_topic(stored_event.topic)
+        cls: type[Any] = TOPIC_ALIASES.get(stored_event.topic) or resolve_topic(
+            stored_event.topic
+        )
         data = stored_event.state
         try:
             if self.cipher:

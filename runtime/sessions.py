@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from eventsourcing.application import Application, ProcessingEvent, Recording
-from eventsourcing.persistence import ApplicationRecorder, Mapper
+from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.persistence import ApplicationRecorder, Mapper, Recording
 
 from aggregates.session import Session
 from projections.views import SQLiteSessionViews
@@ -51,6 +51,31 @@ class Sessions(Application[str]):
             sessions=list(processing_event.aggregates.values()),
             **processing_event.saved_kwargs,
         )
+
+    def rebuild_views(self, batch_size: int = 500) -> int:
+        """Drop the views and rebuild them from the log; returns sessions rebuilt.
+
+        Other writers must be stopped: the rebuild reads the log up to its end and
+        sets the tracking position there.
+        """
+        self.views.drop()
+        self.views.create_table()
+        position = self.recorder.max_notification_id() or 0
+        rebuilt = 0
+        batch: list[Session] = []
+        for session_id in self.views.session_ids():
+            batch.append(self.repository.get(session_id))
+            if len(batch) >= batch_size:
+                rebuilt += self._write_views(batch, None)
+                batch = []
+        return rebuilt + self._write_views(batch, position)
+
+    def _write_views(self, sessions: list[Session], position: int | None) -> int:
+        factory = self.factory
+        assert isinstance(factory, DurableSQLiteFactory)
+        with factory.datastore.transaction(commit=True) as cursor:
+            self.views.project(cursor, sessions, position or None)
+        return len(sessions)
 
     def take_session_snapshot(self, session: Session) -> None:
         """Store a snapshot of a session's saved state."""
