@@ -5,6 +5,7 @@
     DomainError
     ├── InvalidRequestError        invalid_request
     ├── SessionEndedError          session_ended
+    ├── SessionExpiredError        session_expired  (carries expires_at)
     ├── OffsetConflictError        conflict         (carries current_offset)
     ├── CheckpointNotFoundError    checkpoint_not_found
     ├── OffsetOutOfRangeError      offset_out_of_range
@@ -12,6 +13,8 @@
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class DomainError(Exception):
@@ -34,6 +37,17 @@ class SessionEndedError(DomainError):
     """The session was ended: it can be read (audit) but not changed."""
 
     code = "session_ended"
+
+
+class SessionExpiredError(DomainError):
+    """The session expired; every call on it answers this until retention
+    removes it."""
+
+    code = "session_expired"
+
+    def __init__(self, session_id: str, expires_at: datetime) -> None:
+        super().__init__(f"session {session_id} expired at {expires_at.isoformat()}")
+        self.expires_at = expires_at
 
 
 class OffsetConflictError(DomainError):

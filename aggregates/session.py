@@ -39,7 +39,9 @@ from aggregates.errors import (
     OffsetOutOfRangeError,
     RenewalRefusedError,
     SessionEndedError,
+    SessionExpiredError,
 )
+from aggregates.lifecycle import Due, next_deadline, validate_reset_policy
 from aggregates.values import (
     Concurrency,
     Role,
@@ -98,6 +100,7 @@ class Session(BaseAggregate[str]):
         base_spans: list[Span]
         base_count: int
         base_head: int
+        reset_policy: dict[str, Any] | None = None
 
     class Renamed(Event):
         """The session's name changed (``None`` clears it)."""
@@ -157,6 +160,7 @@ class Session(BaseAggregate[str]):
         idempotency_key: str | None = None
         reply_to: int | None = None
         position: int = 0
+        expires_at: datetime | None = None
 
         def apply(self, session: Session) -> None:
             offset = self.originator_version
@@ -165,10 +169,10 @@ class Session(BaseAggregate[str]):
             session.last_message_id = self.message_id
             session.updated_at = self.timestamp
             session.last_activity_at = self.timestamp
-            if session.timeout["auto_renew"]:
-                session.expires_at = deadline(
-                    session.timeout, session.created_at, self.timestamp
-                )
+            if self.expires_at is not None:
+                # The message auto-renewed the session.
+                session.expires_at = self.expires_at
+                session.renewal_count += 1
             if self.usage:
                 for key in ("input_tokens", "output_tokens"):
                     session.usage[key] = session.usage.get(key, 0) + int(
@@ -261,6 +265,33 @@ class Session(BaseAggregate[str]):
             session.expires_at = self.expires_at
             session.updated_at = self.timestamp
 
+    class ExpiryWarned(Event):
+        """The session will expire at ``expires_at`` unless renewed."""
+
+        expires_at: datetime
+
+        def apply(self, session: Session) -> None:
+            session.warned_for = self.expires_at
+
+    class Expired(Event):
+        """The session expired at ``expires_at``; it answers nothing but that
+        until retention removes it."""
+
+        expires_at: datetime
+
+        def apply(self, session: Session) -> None:
+            session.status = Status.EXPIRED.value
+            session.updated_at = self.timestamp
+
+    class ResetPolicyChanged(Event):
+        """The opt-in daily/idle reset policy changed."""
+
+        reset_policy: dict[str, Any]
+
+        def apply(self, session: Session) -> None:
+            session.reset_policy = self.reset_policy
+            session.updated_at = self.timestamp
+
     class Ended(Event):
         """The session was ended (deleted); its log is kept for audit."""
 
@@ -307,6 +338,7 @@ class Session(BaseAggregate[str]):
         base_spans: list[Span],
         base_count: int,
         base_head: int,
+        reset_policy: dict[str, Any] | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.agent_id = agent_id
@@ -329,6 +361,11 @@ class Session(BaseAggregate[str]):
         self.last_message_id: str | None = None
         self.expires_at: datetime = deadline(timeout, self.created_on, self.created_on)
         self.renewal_count = 0
+        self.warned_for: datetime | None = None
+        self.reset_policy: dict[str, Any] = reset_policy or {
+            "daily_at": None,
+            "idle_minutes": None,
+        }
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, int] = {}
@@ -357,6 +394,7 @@ class Session(BaseAggregate[str]):
         attributes: dict[str, Any] | None = None,
         timeout: dict[str, Any],
         concurrency: str = Concurrency.ENQUEUE.value,
+        reset_policy: dict[str, Any] | None = None,
     ) -> Session:
         """Open a new, empty session at offset 1."""
         return cls._open(
@@ -378,6 +416,7 @@ class Session(BaseAggregate[str]):
             base_spans=[],
             base_count=0,
             base_head=0,
+            reset_policy=validate_reset_policy(reset_policy) if reset_policy else None,
         )
 
     def fork(
@@ -415,6 +454,7 @@ class Session(BaseAggregate[str]):
             base_spans=spans,
             base_count=message_count,
             base_head=head,
+            reset_policy=dict(self.reset_policy),
         )
 
     @classmethod
@@ -482,6 +522,8 @@ class Session(BaseAggregate[str]):
         """Refuse a write to an ended session or one that moved past ``expected``."""
         if self.status == Status.ENDED.value:
             raise SessionEndedError(f"session {self.id} has ended")
+        if self.status == Status.EXPIRED.value:
+            raise SessionExpiredError(self.id, self.expires_at)
         if expected_offset is not None and expected_offset != self.version:
             raise OffsetConflictError(expected_offset, self.version)
 
@@ -523,8 +565,17 @@ class Session(BaseAggregate[str]):
             idempotency_key=idempotency_key,
             reply_to=reply_to,
             position=self.message_count + 1,
+            expires_at=self._renewed_deadline(timestamp),
         )
         return self.version
+
+    def _renewed_deadline(self, timestamp: datetime) -> datetime | None:
+        # Auto-renewal on activity, refused (silently) at the maximum duration.
+        if not self.timeout["auto_renew"] or timestamp >= max_end(
+            self.timeout, self.created_at
+        ):
+            return None
+        return deadline(self.timeout, self.created_at, timestamp)
 
     def rename(self, *, timestamp: datetime, name: str | None) -> None:
         """Rename (``None`` clears); uniqueness per user is checked by the runtime."""
@@ -697,6 +748,52 @@ class Session(BaseAggregate[str]):
                 timestamp=timestamp,
                 timeout=policy,
                 expires_at=deadline(policy, self.created_at, self.last_activity_at),
+            )
+
+    def next_deadline(self) -> tuple[datetime, Due] | None:
+        """The next lifecycle deadline and what it asks for (``None`` once the
+        session is no longer active)."""
+        return next_deadline(
+            active=self.status == Status.ACTIVE.value,
+            expires_at=self.expires_at,
+            warned_for=self.warned_for,
+            timeout=self.timeout,
+            reset_policy=self.reset_policy,
+            created_at=self.created_at,
+            last_activity_at=self.last_activity_at,
+        )
+
+    def act_on_deadlines(self, *, timestamp: datetime) -> Due | None:
+        """Handle every deadline passed by ``timestamp``, once each, in order.
+
+        Warnings and expiry are recorded here. A due reset is returned for the
+        runtime to carry out (it opens the successor session); nothing after it
+        is handled. Returns what ended the session's activity, if anything.
+        """
+        while True:
+            found = self.next_deadline()
+            if found is None or found[0] > timestamp:
+                return None
+            _, due = found
+            if due is Due.WARN:
+                self.trigger_event(
+                    self.ExpiryWarned, timestamp=timestamp, expires_at=self.expires_at
+                )
+                continue
+            if due is Due.EXPIRE:
+                self.trigger_event(
+                    self.Expired, timestamp=timestamp, expires_at=self.expires_at
+                )
+            return due
+
+    def set_reset_policy(self, *, timestamp: datetime, policy: dict[str, Any]) -> None:
+        """Change the opt-in resets: ``daily_at`` ("HH:MM" UTC) and
+        ``idle_minutes``; fields not named keep their value."""
+        self.check_writable()
+        merged = validate_reset_policy({**self.reset_policy, **policy})
+        if merged != self.reset_policy:
+            self.trigger_event(
+                self.ResetPolicyChanged, timestamp=timestamp, reset_policy=merged
             )
 
     def end(self, *, timestamp: datetime, reason: str = "deleted") -> None:

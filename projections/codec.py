@@ -32,6 +32,9 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.end": Session.Ended,
     "s.renew": Session.Renewed,
     "s.timeout": Session.TimeoutChanged,
+    "s.warn": Session.ExpiryWarned,
+    "s.expire": Session.Expired,
+    "s.reset_policy": Session.ResetPolicyChanged,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}

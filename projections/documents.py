@@ -47,6 +47,7 @@ def session_document(session: Session) -> dict[str, Any]:
         "renewal_count": session.renewal_count,
         "timeout": session.timeout,
         "concurrency": session.concurrency,
+        "reset_policy": dict(session.reset_policy),
         "parent": session.parent,
         "usage": dict(session.usage),
     }

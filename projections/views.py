@@ -22,6 +22,7 @@ with it. ``SQLiteSessionViews`` is an eventsourcing ``TrackingRecorder``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -48,9 +49,15 @@ INDEX_COLUMNS = (
     "created_at",
     "updated_at",
     "parent_id",
+    "checkpoints",
     "spans",
     "doc",
 )
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch (the schedule's sortable key)."""
+    return int(moment.timestamp() * 1000)
 
 
 def index_row(session: Session) -> tuple[Any, ...]:
@@ -68,6 +75,7 @@ def index_row(session: Session) -> tuple[Any, ...]:
         doc["created_at"],
         doc["updated_at"],
         (session.parent or {}).get("session_id"),
+        len(session.checkpoints),
         orjson.dumps(session.spans),
         orjson.dumps(doc),
     )
@@ -94,7 +102,17 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "user_id TEXT NOT NULL, agent_id TEXT NOT NULL, status TEXT NOT NULL, "
             "name_key TEXT, pinned INTEGER NOT NULL, scope_key TEXT, "
             "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, parent_id TEXT, "
-            "spans BLOB NOT NULL, doc BLOB NOT NULL) WITHOUT ROWID",
+            "checkpoints INTEGER NOT NULL, spans BLOB NOT NULL, doc BLOB NOT NULL) "
+            "WITHOUT ROWID",
+            # Sessions past their life, oldest first, for retention.
+            "CREATE INDEX IF NOT EXISTS session_index_retention "
+            "ON session_index (status, updated_at) WHERE status != 'active'",
+            # The lifecycle schedule: each live session's next deadline.
+            "CREATE TABLE IF NOT EXISTS session_schedule ("
+            "session_id TEXT PRIMARY KEY, due_ms INTEGER NOT NULL, due TEXT NOT NULL) "
+            "WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS session_schedule_due "
+            "ON session_schedule (due_ms, session_id)",
             "CREATE INDEX IF NOT EXISTS session_index_parent "
             "ON session_index (parent_id) WHERE parent_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS session_index_owner "
@@ -116,7 +134,21 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
     ) -> None:
         """Write the sessions' index rows and advance tracking, on ``c``'s
         transaction (the one that records their events)."""
+        sessions = list(sessions)
         c.executemany(self._upsert, [index_row(s) for s in sessions])
+        scheduled, unscheduled = [], []
+        for session in sessions:
+            found = session.next_deadline()
+            if found is None:
+                unscheduled.append((session.id,))
+            else:
+                scheduled.append((session.id, epoch_ms(found[0]), found[1].value))
+        if scheduled:
+            c.executemany(
+                "INSERT OR REPLACE INTO session_schedule VALUES (?, ?, ?)", scheduled
+            )
+        if unscheduled:
+            c.executemany("DELETE FROM session_schedule WHERE session_id = ?", unscheduled)
         if notification_id is not None:
             self.advance(c, notification_id)
 
@@ -133,6 +165,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         """Drop the views and their tracking position (for a rebuild)."""
         with self.datastore.transaction(commit=True) as c:
             c.execute("DROP TABLE IF EXISTS session_index")
+            c.execute("DROP TABLE IF EXISTS session_schedule")
             c.execute("DELETE FROM tracking WHERE application_name = ?", (APPLICATION_NAME,))
 
     # ------------------------------------------------------------------ reading
@@ -361,6 +394,54 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             )
             rows = c.fetchall()
         return [event_document(row[0], row[1], decode_state(row[2])) for row in rows]
+
+    def due(self, now: datetime, limit: int) -> list[tuple[str, int, str]]:
+        """Sessions whose next deadline has passed, earliest first:
+        ``(session_id, due_ms, what)``."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT session_id, due_ms, due FROM session_schedule WHERE due_ms <= ? "
+                "ORDER BY due_ms, session_id LIMIT ?",
+                (epoch_ms(now), limit),
+            )
+            return [(str(row[0]), int(row[1]), str(row[2])) for row in c.fetchall()]
+
+    def next_due(self) -> datetime | None:
+        """The earliest deadline in the schedule."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT min(due_ms) FROM session_schedule")
+            value = c.fetchone()[0]
+        return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+    def retention_candidates(
+        self, cutoff: str, *, keep_checkpoints: bool, limit: int, owner_id: str | None
+    ) -> list[str]:
+        """Ended or expired sessions last changed before ``cutoff`` (RFC 3339),
+        oldest first; with ``keep_checkpoints``, those with checkpoints are kept;
+        with ``owner_id``, only that owner's."""
+        condition = " AND checkpoints = 0" if keep_checkpoints else ""
+        params: list[Any] = [cutoff]
+        if owner_id is not None:
+            condition += " AND owner_id = ?"
+            params.append(owner_id)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT session_id FROM session_index WHERE status IN ('ended', 'expired') "
+                f"AND updated_at < ?{condition} ORDER BY updated_at LIMIT ?",
+                (*params, limit),
+            )
+            return [str(row[0]) for row in c.fetchall()]
+
+    def purge(self, session_id: str, snapshots_table: str = "stored_snapshots") -> None:
+        """Remove a session's log, snapshots and view rows for good (retention)."""
+        with self.datastore.transaction(commit=True) as c:
+            for statement in (
+                f"DELETE FROM {self.events_table} WHERE originator_id = ?",
+                f"DELETE FROM {snapshots_table} WHERE originator_id = ?",
+                "DELETE FROM session_index WHERE session_id = ?",
+                "DELETE FROM session_schedule WHERE session_id = ?",
+            ):
+                c.execute(statement, (session_id,))
 
     def counts(self, owner_id: str | None) -> dict[str, int]:
         """How many sessions there are by status (for one owner, or all)."""

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pykka
 from eventsourcing.application import AggregateNotFoundError
@@ -42,7 +43,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Command = Callable[[Session], T]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a command returns when other sessions must be saved with it (a fork,
+    the successor of a reset): ``also_save`` goes into the same transaction and
+    the caller receives ``value``."""
+
+    value: T
+    also_save: tuple[Session, ...] = ()
+
 
 
 def translate_integrity_error(error: IntegrityError, session_id: str) -> Exception:
@@ -102,12 +113,12 @@ class SessionActor(pykka.ThreadingActor):
         """Answer a query from the in-memory state (actor thread; no write)."""
         return query(self._load())
 
-    def execute(self, command: Command[T]) -> T:
+    def execute(self, command: Callable[[Session], T | Outcome[T]]) -> T:
         """Run ``command`` on the session and save what it decided.
 
-        Runs on the actor's thread. If the command returns another ``Session``
-        with pending events (a fork, or the successor of a reset), it is saved in
-        the same transaction. Raises the command's domain error (nothing saved),
+        Runs on the actor's thread. A command that returns an :class:`Outcome`
+        has its ``also_save`` sessions saved in the same transaction and its
+        ``value`` returned. Raises the command's domain error (nothing saved),
         :class:`ConcurrencyConflictError`/:class:`NameTakenError` (nothing saved,
         state reloaded next time) or :class:`StorageUnavailableError` (actor
         stopped; outcome unknown).
@@ -119,9 +130,14 @@ class SessionActor(pykka.ThreadingActor):
             if session.pending_events:
                 self._session = None  # half-applied: reload from the log
             raise
-        others = [result] if isinstance(result, Session) and result.pending_events else []
+        others: tuple[Session, ...] = ()
+        if isinstance(result, Outcome):
+            others = result.also_save
+            value: T = result.value
+        else:
+            value = result
         if not session.pending_events and not others:
-            return result
+            return value
         version_before = session.version - len(session.pending_events)
         try:
             self.app.save(session, *others)
@@ -131,7 +147,7 @@ class SessionActor(pykka.ThreadingActor):
         except PersistenceError as error:
             self._fail(error)
         self._maybe_snapshot(session, version_before)
-        return result
+        return value
 
     def _maybe_snapshot(self, session: Session, version_before: int) -> None:
         interval = self.snapshot_interval

@@ -115,14 +115,22 @@ class ActorDirectory:
             self._stop(sid, victim)
         return len(victims)
 
-    def passivate(self, session_id: str) -> bool:
-        """Stop one session's actor now (it rehydrates on the next command)."""
+    def passivate(self, session_id: str, *, wait: bool = True) -> bool:
+        """Stop one session's actor now (it rehydrates on the next command).
+
+        With ``wait=False`` the stop is only requested (for callers that must not
+        block on an actor, like the supervisor).
+        """
         with self._lock:
             entry = self._entries.get(session_id)
             if entry is None or entry.stopping:
                 return False
             entry.stopping = True
-        self._stop(session_id, entry)
+        if wait:
+            self._stop(session_id, entry)
+        else:
+            entry.ref.stop(block=False)
+            self.stats.passivations += 1
         return True
 
     def stop_all(self) -> None:

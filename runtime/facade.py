@@ -22,7 +22,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -31,12 +31,14 @@ import orjson
 import pykka
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from aggregates.errors import InvalidRequestError
+from aggregates.errors import InvalidRequestError, SessionExpiredError
+from aggregates.lifecycle import Due
 from aggregates.session import Session
 from aggregates.values import (
     Concurrency,
     Role,
     Scope,
+    Status,
     TimeoutPolicy,
     name_key,
     normalize_name,
@@ -45,6 +47,7 @@ from aggregates.values import (
 )
 from projections.codec import ALIAS_OF
 from projections.documents import format_time, session_document
+from runtime.actor import Outcome
 from runtime.agents import AgentRegistry, FinalMessage, TextDelta, ToolCallDelta
 from runtime.directory import ActorDirectory
 from runtime.errors import (
@@ -59,6 +62,7 @@ from runtime.export import export_document, render_markdown, render_text
 from runtime.tail import AsyncSessionTail, SessionTail
 from runtime.persistence import SessionsRecorder, eventsourcing_env
 from runtime.sessions import Sessions
+from runtime.supervisor import LifecycleSupervisor, Ticker
 from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +86,20 @@ class Principal:
 
 
 LOCAL_PRINCIPAL = Principal("local")
+
+
+@dataclass(frozen=True)
+class _Expired:
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class _ResetTo:
+    successor_id: str
+
+
+def _no_command(_: Session) -> None:
+    """A command that only lets the session's passed deadlines be handled."""
 
 
 class _TurnLock:
@@ -130,6 +148,19 @@ class Runtime:
             target=self._reap_idle, name="sessiond-passivation", daemon=True
         )
         self._reaper.start()
+        retention = self.settings.retention_days
+        self.supervisor: Any = LifecycleSupervisor.start(
+            self.views,
+            self.clock,
+            self.supervise,
+            self._purge,
+            retention=None if retention is None else timedelta(days=retention),
+            keep_checkpoints=self.settings.retention_keep_checkpoints,
+        ).proxy()
+        self._ticker: Ticker | None = None
+        if self.settings.supervisor_interval > 0:
+            self._ticker = Ticker(self.supervisor, self.settings.supervisor_interval)
+            self._ticker.start()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -142,6 +173,9 @@ class Runtime:
             turns = list(self._background)
         for turn in turns:
             turn.join(self.settings.actor_timeout)
+        if self._ticker is not None:
+            self._ticker.stop()
+        self.supervisor.actor_ref.stop()
         self.directory.stop_all()
         self.app.close()
 
@@ -158,11 +192,32 @@ class Runtime:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _row(self, session_id: str, principal: Principal) -> dict[str, Any]:
+    def _row(
+        self, session_id: str, principal: Principal, *, allow_expired: bool = False
+    ) -> dict[str, Any]:
+        """The caller's session's index row; another owner's is not found.
+
+        An expired session answers ``SessionExpiredError`` (unless
+        ``allow_expired``); one whose deadline passed before the supervisor got
+        to it is expired on the spot, through its actor.
+        """
         row = self.views.session_row(session_id) if isinstance(session_id, str) else None
         if row is None or not (principal.admin or row["owner_id"] == principal.id):
             msg = f"session {session_id} not found"
             raise SessionNotFoundError(msg)
+        if allow_expired:
+            return row
+        document = row["doc"]
+        if document["status"] == Status.ACTIVE.value and (
+            datetime.fromisoformat(document["expires_at"]) <= self.clock.now()
+        ):
+            self._execute(session_id, _no_command)
+            row = self.views.session_row(session_id) or row
+            document = row["doc"]
+        if document["status"] == Status.EXPIRED.value:
+            raise SessionExpiredError(
+                session_id, datetime.fromisoformat(document["expires_at"])
+            )
         return row
 
     def _ask(self, session_id: str, method: str, argument: Callable[[Session], T]) -> T:
@@ -181,8 +236,138 @@ class Runtime:
         msg = f"session {session_id} kept restarting"
         raise ActorUnavailableError(msg)
 
-    def _execute(self, session_id: str, command: Callable[[Session], T]) -> T:
-        return self._ask(session_id, "execute", command)
+    def _execute(
+        self, session_id: str, command: Callable[[Session], T | Outcome[T]]
+    ) -> T:
+        return self._execute_on(session_id, command)[0]
+
+    def _execute_on(
+        self, session_id: str, command: Callable[[Session], T | Outcome[T]]
+    ) -> tuple[T, str]:
+        """Run a command through the session's actor, after its lifecycle
+        deadlines: returns the result and the session it ran on, which is the
+        successor when a due daily or idle reset came first."""
+        for _ in range(4):
+            outcome = self._ask(session_id, "execute", self._after_deadlines(command))
+            if isinstance(outcome, _Expired):
+                raise SessionExpiredError(session_id, outcome.expires_at)
+            if isinstance(outcome, _ResetTo):
+                session_id = outcome.successor_id
+                continue
+            return outcome, session_id
+        msg = f"session {session_id} kept resetting"
+        raise ActorUnavailableError(msg)
+
+    def _after_deadlines(
+        self, command: Callable[[Session], Any]
+    ) -> Callable[[Session], Any]:
+        # Deadlines that passed are handled before the command, in the actor, so a
+        # message and an expiry can never both win: the one that comes first in
+        # the session's mailbox decides, by the clock it carries.
+        def run(session: Session) -> Any:
+            if session.status == Status.ACTIVE.value:
+                now = self.clock.now()
+                due = session.act_on_deadlines(timestamp=now)
+                if due is Due.EXPIRE:
+                    return _Expired(session.expires_at)
+                if due is not None:
+                    successor = self._successor(session, now, reason=due.value)
+                    return Outcome(_ResetTo(successor.id), (successor,))
+            return command(session)
+
+        return run
+
+    def _successor(self, session: Session, now: datetime, *, reason: str) -> Session:
+        """End ``session`` and open its successor on the same scope key (saved in
+        the same transaction by the caller)."""
+        session.check_writable()
+        session.end(timestamp=now, reason=reason)
+        return Session.open(
+            session_id=self._new_id(),
+            timestamp=now,
+            owner_id=session.owner_id,
+            agent_id=session.agent_id,
+            user_id=session.user_id,
+            channel_id=session.channel_id,
+            peer_id=session.peer_id,
+            scope_key=session.scope_key,
+            name=session.name,
+            metadata=dict(session.metadata),
+            attributes=dict(session.attributes),
+            timeout=dict(session.timeout),
+            concurrency=session.concurrency,
+            reset_policy=dict(session.reset_policy),
+        )
+
+    def run_lifecycle(self) -> list[str]:
+        """One supervisor tick, waited for: every passed deadline is handled
+        before this returns (tests and operators; the service ticks by itself).
+        Returns the sessions that had something due."""
+        asked: list[str] = self.supervisor.tick().get(timeout=self.settings.actor_timeout)
+        for session_id in asked:
+            # The session's mailbox is FIFO: this read runs after the lifecycle work.
+            self._ask(session_id, "read", lambda _: None)
+        return asked
+
+    def cleanup(
+        self,
+        *,
+        older_than: timedelta,
+        keep_checkpoints: bool = False,
+        principal: Principal = LOCAL_PRINCIPAL,
+    ) -> int:
+        """Purge the caller's ended or expired sessions last changed more than
+        ``older_than`` ago (all owners' for an admin): their logs, snapshots and
+        views are deleted for good. Returns how many were purged."""
+        cutoff = format_time(self.clock.now() - older_than)
+        assert cutoff is not None
+        purged = 0
+        while True:
+            found = self.views.retention_candidates(
+                cutoff,
+                keep_checkpoints=keep_checkpoints,
+                limit=500,
+                owner_id=None if principal.admin else principal.id,
+            )
+            for session_id in found:
+                self._purge(session_id)
+            purged += len(found)
+            if len(found) < 500:
+                return purged
+
+    def _purge(self, session_id: str) -> None:
+        self.directory.passivate(session_id, wait=False)
+        self.views.purge(session_id)
+        logger.info("session purged", extra={"session_id": session_id})
+
+    def set_reset_policy(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        daily_at: str | None = _UNSET,
+        idle_minutes: int | None = _UNSET,
+    ) -> dict[str, Any]:
+        """Opt in to (or out of, with ``None``) a daily reset at ``daily_at``
+        ("HH:MM" UTC) and an idle reset after ``idle_minutes``; a reset ends the
+        session and opens its successor on the same scope key."""
+        self._row(session_id, principal)
+        changes = {
+            key: value
+            for key, value in (("daily_at", daily_at), ("idle_minutes", idle_minutes))
+            if value is not _UNSET
+        }
+        self._execute(
+            session_id,
+            lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
+        )
+        return self._document(session_id)
+
+    def supervise(self, session_id: str) -> Any:
+        """Ask a session to act on its passed deadlines, without waiting (for the
+        supervisor, which must not block on an actor): returns the pykka future."""
+        proxy = self.directory.get_or_start(session_id)
+        return proxy.execute(self._after_deadlines(_no_command))
 
     def _read(self, session_id: str, query: Callable[[Session], T]) -> T:
         return self._ask(session_id, "read", query)
@@ -450,8 +635,9 @@ class Runtime:
         return self.update(session_id, principal=principal, attributes=patch)
 
     def delete(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
-        """End the session; its log stays readable for audit."""
-        self._row(session_id, principal)
+        """End the session; its log stays readable for audit. Works on an expired
+        session too."""
+        self._row(session_id, principal, allow_expired=True)
         self._execute(session_id, lambda s: s.end(timestamp=self.clock.now()))
         return self._document(session_id)
 
@@ -480,7 +666,7 @@ class Runtime:
         the session's offset (else ``OffsetConflictError`` with the current one).
         """
         self._row(session_id, principal)
-        offset, _ = self._append(
+        offset, _, session_id = self._append(
             session_id,
             content,
             role=role,
@@ -509,7 +695,7 @@ class Runtime:
         idempotency_key: str | None,
         expected_offset: int | None,
         reply_to: int | None,
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, bool, str]:
         if attachments is not None and not isinstance(attachments, list):
             raise InvalidRequestError("attachments must be a list")
         if metadata is not None and not isinstance(metadata, Mapping):
@@ -535,7 +721,8 @@ class Runtime:
             )
             return offset, False
 
-        return self._execute(session_id, command)
+        (offset, duplicate), session_id = self._execute_on(session_id, command)
+        return offset, duplicate, session_id
 
     def send(  # noqa: PLR0913
         self,
@@ -640,7 +827,7 @@ class Runtime:
             msg = "the session's previous turn did not finish in time"
             raise TurnTimeoutError(msg)
         try:
-            offset, duplicate = self._append(
+            offset, duplicate, session_id = self._append(
                 session_id,
                 content,
                 role=role,
@@ -685,7 +872,7 @@ class Runtime:
             if final is None:
                 msg = "the agent ended its turn without a final message"
                 raise RuntimeError(msg)
-            reply_offset, _ = self._append(
+            reply_offset, _, session_id = self._append(
                 session_id,
                 final.content,
                 role="assistant",
@@ -973,13 +1160,13 @@ class Runtime:
             validate_session_id(session_id_for_fork) if session_id_for_fork else self._new_id()
         )
 
-        def command(session: Session) -> Session:
+        def command(session: Session) -> str | Outcome[str]:
             at = session.version if offset is None else offset
             if at == session.version:
                 head, count = session.head, session.message_count
             else:
                 head, count = self.views.last_message(session.spans_at(at))
-            return session.fork(
+            fork = session.fork(
                 session_id=new_id,
                 timestamp=self.clock.now(),
                 offset=at,
@@ -987,6 +1174,7 @@ class Runtime:
                 message_count=count,
                 owner_id=principal.id,
             )
+            return Outcome(fork.id, (fork,))
 
         self._execute(session_id, command)
         return self._document(new_id)
@@ -1024,30 +1212,12 @@ class Runtime:
         """End the session and open a fresh one on the same scope key, in one
         atomic write; returns the new session."""
         self._row(session_id, principal)
-        new_id = self._new_id()
 
-        def command(session: Session) -> Session:
-            now = self.clock.now()
-            session.check_writable()
-            session.end(timestamp=now, reason="reset")
-            return Session.open(
-                session_id=new_id,
-                timestamp=now,
-                owner_id=session.owner_id,
-                agent_id=session.agent_id,
-                user_id=session.user_id,
-                channel_id=session.channel_id,
-                peer_id=session.peer_id,
-                scope_key=session.scope_key,
-                name=session.name,
-                metadata=dict(session.metadata),
-                attributes=dict(session.attributes),
-                timeout=dict(session.timeout),
-                concurrency=session.concurrency,
-            )
+        def command(session: Session) -> str | Outcome[str]:
+            successor = self._successor(session, self.clock.now(), reason="reset")
+            return Outcome(successor.id, (successor,))
 
-        self._execute(session_id, command)
-        return self._document(new_id)
+        return self._document(self._execute(session_id, command))
 
     def export(
         self,

@@ -83,6 +83,9 @@ class Settings:
     actor_timeout: float = 30.0
     snapshot_interval: int = 100
     sqlite_lock_timeout: int = 10
+    supervisor_interval: float = 0.5
+    retention_days: float | None = 30.0
+    retention_keep_checkpoints: bool = False
     clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -112,6 +115,9 @@ class Settings:
             ("log_level", "SESSIOND_LOG_LEVEL", str),
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
+            ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
+            ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
+            ("retention_keep_checkpoints", "SESSIOND_RETENTION_KEEP_CHECKPOINTS", _flag),
         ):
             if env.get(key):
                 values[name] = convert(env[key])
@@ -129,6 +135,15 @@ class Settings:
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def _days(value: str) -> float | None:
+    days = float(value)
+    return None if days <= 0 else days
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
