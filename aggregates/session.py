@@ -21,6 +21,7 @@ per segment (not per message), so memory does not grow with history length.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -292,6 +293,22 @@ class Session(BaseAggregate[str]):
             session.reset_policy = self.reset_policy
             session.updated_at = self.timestamp
 
+    class WebhookSet(Event):
+        """Lifecycle and message events are to be delivered to ``url`` (``None``
+        removes the webhook)."""
+
+        url: str | None
+        headers: dict[str, str] | None
+        events: list[str] | None
+
+        def apply(self, session: Session) -> None:
+            session.webhook = (
+                None
+                if self.url is None
+                else {"url": self.url, "headers": self.headers or {}, "events": self.events}
+            )
+            session.updated_at = self.timestamp
+
     class Ended(Event):
         """The session was ended (deleted); its log is kept for audit."""
 
@@ -313,10 +330,18 @@ class Session(BaseAggregate[str]):
 
         @classmethod
         def take(cls, aggregate: Any) -> Session.Snapshot:
-            """Snapshot a session's recorded state (pending events excluded)."""
+            """Snapshot a session's recorded state (pending events excluded).
+
+            The state is deep-copied: ``apply`` mutates some of the session's
+            dicts and lists in place, which must not change a snapshot already
+            taken.
+            """
             snapshot = super().take(aggregate)
             for private in ("_id", "_version", "_pending_events"):
                 snapshot.state.pop(private, None)
+            state = copy.deepcopy(snapshot.state)
+            snapshot.state.clear()
+            snapshot.state.update(state)
             return snapshot
 
     created_event_class: ClassVar[type[Opened]]
@@ -362,6 +387,7 @@ class Session(BaseAggregate[str]):
         self.expires_at: datetime = deadline(timeout, self.created_on, self.created_on)
         self.renewal_count = 0
         self.warned_for: datetime | None = None
+        self.webhook: dict[str, Any] | None = None
         self.reset_policy: dict[str, Any] = reset_policy or {
             "daily_at": None,
             "idle_minutes": None,
@@ -795,6 +821,37 @@ class Session(BaseAggregate[str]):
             self.trigger_event(
                 self.ResetPolicyChanged, timestamp=timestamp, reset_policy=merged
             )
+
+    def set_webhook(
+        self,
+        *,
+        timestamp: datetime,
+        url: str | None,
+        headers: dict[str, str] | None = None,
+        events: list[str] | None = None,
+    ) -> None:
+        """Register (or with ``url=None`` remove) the session's webhook."""
+        self.check_writable()
+        if url is not None and (
+            not isinstance(url, str) or not url.startswith(("http://", "https://"))
+        ):
+            raise InvalidRequestError("webhook url must be an http:// or https:// URL")
+        if headers is not None and not (
+            isinstance(headers, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise InvalidRequestError("webhook headers must map names to strings")
+        if events is not None and not (
+            isinstance(events, list) and all(isinstance(e, str) for e in events)
+        ):
+            raise InvalidRequestError("webhook events must be a list of event types")
+        self.trigger_event(
+            self.WebhookSet,
+            timestamp=timestamp,
+            url=url,
+            headers=headers or None,
+            events=events,
+        )
 
     def end(self, *, timestamp: datetime, reason: str = "deleted") -> None:
         """End the session; ending an ended session changes nothing."""

@@ -164,7 +164,8 @@ def max_end(policy: dict[str, Any], created_at: datetime) -> datetime:
 
 def validate_session_id(session_id: str) -> str:
     """Check a caller-chosen session id against ``^[A-Za-z0-9_-]{1,128}$``."""
-    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.match(session_id):
+    # fullmatch: with match, ``$`` would also accept a trailing newline.
+    if not isinstance(session_id, str) or not SESSION_ID_PATTERN.fullmatch(session_id):
         raise InvalidRequestError("session_id must match ^[A-Za-z0-9_-]{1,128}$")
     return session_id
 
@@ -194,8 +195,11 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None:
             merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        elif isinstance(value, dict):
+            # Into an empty object when there is none to merge into, so that the
+            # patch's own nulls delete rather than being stored (RFC 7396).
+            base_value = merged.get(key)
+            merged[key] = deep_merge(base_value if isinstance(base_value, dict) else {}, value)
         else:
             merged[key] = value
     return merged

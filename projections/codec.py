@@ -35,6 +35,7 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.warn": Session.ExpiryWarned,
     "s.expire": Session.Expired,
     "s.reset_policy": Session.ResetPolicyChanged,
+    "s.webhook": Session.WebhookSet,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}

@@ -48,6 +48,13 @@ def session_document(session: Session) -> dict[str, Any]:
         "timeout": session.timeout,
         "concurrency": session.concurrency,
         "reset_policy": dict(session.reset_policy),
+        "webhook": None
+        if session.webhook is None
+        else {
+            "url": session.webhook["url"],
+            "events": session.webhook["events"],
+            "headers": {name: "***" for name in session.webhook["headers"]},
+        },
         "parent": session.parent,
         "usage": dict(session.usage),
     }
@@ -98,6 +105,9 @@ def event_document(offset: int, topic: str, state: dict[str, Any]) -> dict[str, 
         for key, value in state.items()
         if key not in ("timestamp", "originator_topic")
     }
+    if isinstance(data.get("headers"), dict):
+        # Webhook headers often carry credentials: show their names only.
+        data["headers"] = {name: "***" for name in data["headers"]}
     return {
         "offset": offset,
         "type": event_type_name(topic),

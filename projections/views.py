@@ -31,7 +31,12 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRe
 from aggregates.session import Session, Span
 from aggregates.values import name_key
 from projections.codec import MESSAGE_TOPIC, decode_state
-from projections.documents import event_document, message_document, session_document
+from projections.documents import (
+    event_document,
+    format_time,
+    message_document,
+    session_document,
+)
 
 APPLICATION_NAME = "Sessions"
 OPEN_END = 2**62
@@ -113,6 +118,21 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS session_schedule_due "
             "ON session_schedule (due_ms, session_id)",
+            # The webhook outbox: written with the events it announces.
+            "CREATE TABLE IF NOT EXISTS webhook_outbox ("
+            "id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, "
+            "event_offset INTEGER NOT NULL, url TEXT NOT NULL, headers BLOB NOT NULL, "
+            "payload BLOB NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL, "
+            "next_attempt_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, "
+            "last_status INTEGER, last_error TEXT)",
+            "CREATE INDEX IF NOT EXISTS webhook_outbox_due "
+            "ON webhook_outbox (next_attempt_ms, id) WHERE status = 'pending'",
+            "CREATE INDEX IF NOT EXISTS webhook_outbox_session "
+            "ON webhook_outbox (session_id, status, id)",
+            "CREATE TABLE IF NOT EXISTS webhook_attempts ("
+            "outbox_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, "
+            "status_code INTEGER, error TEXT, duration_ms INTEGER NOT NULL, "
+            "PRIMARY KEY (outbox_id, attempt)) WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS session_index_parent "
             "ON session_index (parent_id) WHERE parent_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS session_index_owner "
@@ -440,8 +460,119 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 f"DELETE FROM {snapshots_table} WHERE originator_id = ?",
                 "DELETE FROM session_index WHERE session_id = ?",
                 "DELETE FROM session_schedule WHERE session_id = ?",
+                "DELETE FROM webhook_attempts WHERE outbox_id IN "
+                "(SELECT id FROM webhook_outbox WHERE session_id = ?)",
+                "DELETE FROM webhook_outbox WHERE session_id = ?",
             ):
                 c.execute(statement, (session_id,))
+
+    # ------------------------------------------------------------------ webhook outbox
+
+    def enqueue_webhooks(self, c: SQLiteCursor, rows: list[tuple[Any, ...]]) -> None:
+        """Add deliveries ``(session_id, offset, url, headers, payload, now_ms)`` on
+        ``c``'s transaction (the one recording their events)."""
+        c.executemany(
+            "INSERT INTO webhook_outbox (session_id, event_offset, url, headers, payload, "
+            "status, attempts, next_attempt_ms, created_ms) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?6, ?6)",
+            rows,
+        )
+
+    def due_deliveries(self, now_ms: int, limit: int) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, oldest first, and only the
+        oldest pending one of each session (deliveries of a session keep order)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT id, session_id, event_offset, url, headers, payload, attempts "
+                "FROM webhook_outbox AS o WHERE status = 'pending' AND next_attempt_ms <= ? "
+                "AND NOT EXISTS (SELECT 1 FROM webhook_outbox AS p "
+                "WHERE p.session_id = o.session_id AND p.status = 'pending' AND p.id < o.id) "
+                "ORDER BY next_attempt_ms, id LIMIT ?",
+                (now_ms, limit),
+            )
+            rows = c.fetchall()
+        return [
+            {
+                "id": row[0],
+                "session_id": row[1],
+                "offset": row[2],
+                "url": row[3],
+                "headers": orjson.loads(row[4]),
+                "payload": bytes(row[5]),
+                "attempts": row[6],
+            }
+            for row in rows
+        ]
+
+    def record_attempt(  # noqa: PLR0913
+        self,
+        outbox_id: int,
+        *,
+        attempt: int,
+        at_ms: int,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        outcome: str,
+        next_attempt_ms: int,
+    ) -> None:
+        """Record one delivery attempt and what it means for the delivery
+        (``outcome`` is ``delivered``, ``pending`` (retry) or ``failed``)."""
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(
+                "INSERT OR REPLACE INTO webhook_attempts VALUES (?, ?, ?, ?, ?, ?)",
+                (outbox_id, attempt, at_ms, status_code, error, duration_ms),
+            )
+            c.execute(
+                "UPDATE webhook_outbox SET status = ?, attempts = ?, next_attempt_ms = ?, "
+                "last_status = ?, last_error = ? WHERE id = ?",
+                (outcome, attempt, next_attempt_ms, status_code, error, outbox_id),
+            )
+
+    def deliveries(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The session's webhook deliveries with every attempt, newest first."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT id, event_offset, url, status, attempts, next_attempt_ms, "
+                "last_status, last_error FROM webhook_outbox WHERE session_id = ? "
+                "ORDER BY id DESC LIMIT ?",
+                (session_id, limit),
+            )
+            rows = c.fetchall()
+            found = []
+            for row in rows:
+                c.execute(
+                    "SELECT attempt, at_ms, status_code, error, duration_ms "
+                    "FROM webhook_attempts WHERE outbox_id = ? ORDER BY attempt",
+                    (row[0],),
+                )
+                attempts = [
+                    {
+                        "attempt": a[0],
+                        "at": format_time(datetime.fromtimestamp(a[1] / 1000, UTC)),
+                        "status_code": a[2],
+                        "error": a[3],
+                        "duration_ms": a[4],
+                    }
+                    for a in c.fetchall()
+                ]
+                found.append(
+                    {
+                        "id": row[0],
+                        "offset": row[1],
+                        "url": row[2],
+                        "status": row[3],
+                        "attempts": attempts,
+                        "next_attempt_at": format_time(
+                            datetime.fromtimestamp(row[5] / 1000, UTC)
+                        )
+                        if row[3] == "pending"
+                        else None,
+                        "last_status": row[6],
+                        "last_error": row[7],
+                    }
+                )
+        return found
 
     def counts(self, owner_id: str | None) -> dict[str, int]:
         """How many sessions there are by status (for one owner, or all)."""

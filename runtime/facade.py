@@ -60,9 +60,10 @@ from runtime.errors import (
 )
 from runtime.export import export_document, render_markdown, render_text
 from runtime.tail import AsyncSessionTail, SessionTail
-from runtime.persistence import SessionsRecorder, eventsourcing_env
+from runtime.persistence import SessionsRecorder
 from runtime.sessions import Sessions
 from runtime.supervisor import LifecycleSupervisor, Ticker
+from runtime.webhooks import WebhookDeliverer
 from runtime.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class Runtime:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.clock = self.settings.clock
-        self.app = Sessions(env=eventsourcing_env(self.settings))
+        self.app = Sessions(self.settings)
         self.views = self.app.views
         self.agents = AgentRegistry(self.settings.agents)
         self.directory = ActorDirectory(
@@ -157,10 +158,24 @@ class Runtime:
             retention=None if retention is None else timedelta(days=retention),
             keep_checkpoints=self.settings.retention_keep_checkpoints,
         ).proxy()
+        self.webhooks = WebhookDeliverer(
+            self.views,
+            self.clock,
+            max_attempts=self.settings.webhook_max_attempts,
+            backoff=self.settings.webhook_backoff_seconds,
+            backoff_cap=self.settings.webhook_backoff_cap_seconds,
+            timeout=self.settings.webhook_timeout_seconds,
+        )
         self._ticker: Ticker | None = None
         if self.settings.supervisor_interval > 0:
+            # Background lifecycle work; with an interval of 0 the caller drives it
+            # (run_lifecycle, deliver_webhooks), as tests do.
             self._ticker = Ticker(self.supervisor, self.settings.supervisor_interval)
             self._ticker.start()
+            recorder = self.app.recorder
+            assert isinstance(recorder, SessionsRecorder)
+            recorder.on_outbox = self.webhooks.wake
+            self.webhooks.start()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -175,6 +190,7 @@ class Runtime:
             turn.join(self.settings.actor_timeout)
         if self._ticker is not None:
             self._ticker.stop()
+        self.webhooks.stop()
         self.supervisor.actor_ref.stop()
         self.directory.stop_all()
         self.app.close()
@@ -362,6 +378,42 @@ class Runtime:
             lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
         )
         return self._document(session_id)
+
+    def set_webhook(
+        self,
+        session_id: str,
+        url: str | None,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        headers: Mapping[str, str] | None = None,
+        events: AnyList | None = None,
+    ) -> dict[str, Any]:
+        """Deliver the session's events (all, or the ``events`` types named) to
+        ``url`` from the durable outbox; ``url=None`` removes the webhook."""
+        self._row(session_id, principal)
+        self._execute(
+            session_id,
+            lambda s: s.set_webhook(
+                timestamp=self.clock.now(),
+                url=url,
+                headers=dict(headers) if headers is not None else None,
+                events=events,
+            ),
+        )
+        return self._document(session_id)
+
+    def webhook_deliveries(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, limit: int = 100
+    ) -> DocumentList:
+        """The session's webhook deliveries, newest first, with every attempt's
+        outcome."""
+        self._row(session_id, principal, allow_expired=True)
+        return self.views.deliveries(session_id, limit)
+
+    def deliver_webhooks(self) -> int:
+        """One delivery round, waited for: an attempt at every due delivery
+        (tests and operators; the service delivers by itself)."""
+        return self.webhooks.deliver_due()
 
     def supervise(self, session_id: str) -> Any:
         """Ask a session to act on its passed deadlines, without waiting (for the

@@ -6,9 +6,10 @@ events, view rows and tracking in one group-committed transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
@@ -20,14 +21,17 @@ from eventsourcing.sqlite import (
 )
 
 from projections.codec import decode_state
-from projections.documents import event_document
+from projections.documents import event_document, event_type_name
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
 from runtime.committer import GroupCommitter
 from runtime.errors import StorageUnavailableError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from aggregates.session import Session
+    from runtime.clock import Clock
     from runtime.settings import Settings
 
 PERSISTENCE_MODULE = "PERSISTENCE_MODULE"
@@ -109,11 +113,21 @@ class SessionsRecorder(SQLiteApplicationRecorder):
     they imply, through a :class:`GroupCommitter`."""
 
     def __init__(
-        self, datastore: SQLiteDatastore, views: SQLiteSessionViews, bus: EventBus
+        self,
+        datastore: SQLiteDatastore,
+        views: SQLiteSessionViews,
+        bus: EventBus,
+        *,
+        clock: Clock,
+        server_webhooks: tuple[Mapping[str, Any], ...] = (),
     ) -> None:
         super().__init__(datastore)
         self.views = views
         self.bus = bus
+        self.clock = clock
+        self.server_webhooks = server_webhooks
+        self.on_outbox: Callable[[], None] | None = None
+        self._outbox_written = False
         self.events_recorded = 0
         self.committer = GroupCommitter(
             datastore,
@@ -139,10 +153,55 @@ class SessionsRecorder(SQLiteApplicationRecorder):
         stored_events, sessions = payload
         ids = self._insert_events(cursor, stored_events) or []
         self.views.project(cursor, sessions, None)
+        self._enqueue_webhooks(cursor, stored_events, sessions)
         return ids
+
+    def _enqueue_webhooks(
+        self, cursor: SQLiteCursor, stored_events: Sequence[StoredEvent], sessions: Sequence[Session]
+    ) -> None:
+        # The outbox rows are written in the same transaction as the events they
+        # announce: a delivery exists exactly when its event does.
+        targets = {
+            s.id: [*self.server_webhooks, *([s.webhook] if s.webhook else [])]
+            for s in sessions
+        }
+        if not any(targets.values()):
+            return
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        rows = []
+        for stored in stored_events:
+            session_id = str(stored.originator_id)
+            hooks = targets.get(session_id)
+            if not hooks:
+                continue
+            kind = event_type_name(stored.topic)
+            document = event_document(
+                stored.originator_version, stored.topic, decode_state(stored.state)
+            )
+            payload = orjson.dumps({"session_id": session_id, "event": document})
+            for hook in hooks:
+                wanted = hook.get("events")
+                if wanted and kind not in wanted:
+                    continue
+                rows.append(
+                    (
+                        session_id,
+                        stored.originator_version,
+                        hook["url"],
+                        orjson.dumps(hook.get("headers") or {}),
+                        payload,
+                        now_ms,
+                    )
+                )
+        if rows:
+            self.views.enqueue_webhooks(cursor, rows)
+            self._outbox_written = True
 
     def _published(self, written: list[tuple[Any, Sequence[int]]]) -> None:
         # Runs after the commit: subscribers only ever see durable events.
+        if self._outbox_written and self.on_outbox is not None:
+            self._outbox_written = False
+            self.on_outbox()
         bus = self.bus
         for (stored_events, _), _ids in written:
             self.events_recorded += len(stored_events)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.application import Application, ProcessingEvent
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Recording
@@ -11,7 +11,11 @@ from aggregates.session import Session
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
 from runtime.mapper import SessionMapper
-from runtime.persistence import DurableSQLiteFactory, SessionsRecorder
+from runtime.persistence import DurableSQLiteFactory, SessionsRecorder, eventsourcing_env
+from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from eventsourcing.utils import EnvType
 
 
 class Sessions(Application[str]):
@@ -27,6 +31,12 @@ class Sessions(Application[str]):
     views: SQLiteSessionViews
     bus: EventBus
 
+    def __init__(self, settings: Settings | None = None, env: EnvType | None = None) -> None:
+        """Open the store ``settings`` name (eventsourcing's environment is derived
+        from them; ``env`` may add to it)."""
+        self.settings = settings or Settings()
+        super().__init__(env={**eventsourcing_env(self.settings), **dict(env or {})})
+
     def construct_mapper(self) -> Mapper[str]:
         """The compact mapper (short topics, no default-valued keys)."""
         return SessionMapper(transcoder=self.construct_transcoder())
@@ -38,7 +48,13 @@ class Sessions(Application[str]):
         self.views = SQLiteSessionViews(factory.datastore)
         self.views.create_table()
         self.bus = EventBus()
-        recorder = SessionsRecorder(factory.datastore, self.views, self.bus)
+        recorder = SessionsRecorder(
+            factory.datastore,
+            self.views,
+            self.bus,
+            clock=self.settings.clock,
+            server_webhooks=self.settings.webhooks,
+        )
         recorder.create_table()
         return recorder
 

@@ -7,6 +7,7 @@ defaults, the TOML config file, and the environment (``SESSIOND_*``, plus the
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -63,6 +64,47 @@ class AgentConfig:
         )
 
 
+ADMIN_MARKER = "*"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One accepted API key: the principal it stands for and the SHA-256 digest
+    of the key (the key itself is never kept)."""
+
+    principal: str
+    digest: bytes = field(repr=False)
+
+    @property
+    def admin(self) -> bool:
+        """Whether the key is an admin key (``*:KEY``): it sees every session."""
+        return self.principal == ADMIN_MARKER
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest an API key is stored and compared as."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """Parse ``"alice:KEY1,bob:KEY2,*:KEY3"`` (``*`` marks an admin key).
+
+    A principal may have several keys (rotation). Errors never quote a key.
+    """
+    keys: list[ApiKey] = []
+    for number, entry in enumerate(text.split(","), start=1):
+        entry = entry.strip()
+        if not entry:
+            continue
+        principal, separator, key = entry.partition(":")
+        principal, key = principal.strip(), key.strip()
+        if not separator or not principal or not key:
+            msg = f"SESSIOND_API_KEYS entry {number} is not principal:key"
+            raise ValueError(msg)
+        keys.append(ApiKey(principal=principal, digest=key_digest(key)))
+    return tuple(keys)
+
+
 def _default_agents() -> Mapping[str, AgentConfig]:
     return {ECHO_AGENT_ID: AgentConfig(id=ECHO_AGENT_ID)}
 
@@ -86,6 +128,14 @@ class Settings:
     supervisor_interval: float = 0.5
     retention_days: float | None = 30.0
     retention_keep_checkpoints: bool = False
+    webhooks: tuple[Mapping[str, Any], ...] = ()
+    """Server-wide webhooks ``{url, headers, events}`` for every session."""
+    webhook_max_attempts: int = 12
+    webhook_backoff_seconds: float = 1.0
+    webhook_backoff_cap_seconds: float = 600.0
+    webhook_timeout_seconds: float = 10.0
+    # Empty: no authentication, one local principal. Only digests are kept.
+    api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
 
     def with_changes(self, **changes: Any) -> Settings:
@@ -121,6 +171,8 @@ class Settings:
         ):
             if env.get(key):
                 values[name] = convert(env[key])
+        if env.get("SESSIOND_API_KEYS"):
+            values["api_keys"] = parse_api_keys(env["SESSIOND_API_KEYS"])
         limits = TimeoutLimits()
         limit_values = {
             "default_timeout_minutes": "SESSION_DEFAULT_TIMEOUT_MINUTES",
@@ -134,6 +186,8 @@ class Settings:
             **{k: int(env[v]) for k, v in limit_values.items() if env.get(v)},
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("api_keys"), str):
+            values["api_keys"] = parse_api_keys(values["api_keys"])
         return cls(**values)
 
 
@@ -154,6 +208,16 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     for agent_id, table in document.get("agents", {}).items():
         agents[agent_id] = AgentConfig.from_table(agent_id, table)
     values["agents"] = agents
+    webhooks = document.get("webhooks", [])
+    if webhooks:
+        values["webhooks"] = tuple(
+            {
+                "url": str(hook["url"]),
+                "headers": dict(hook.get("headers", {})),
+                "events": list(hook["events"]) if "events" in hook else None,
+            }
+            for hook in webhooks
+        )
     server = document.get("server", {})
     for key in ("db", "host", "port", "log_level", "max_live_actors"):
         if key in server:
