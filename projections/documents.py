@@ -100,14 +100,15 @@ def event_type_name(topic: str) -> str:
 
 def event_document(offset: int, topic: str, state: dict[str, Any]) -> dict[str, Any]:
     """The ``Event`` resource: one entry of a session's log (the audit view)."""
-    data = {
+    data: dict[str, Any] = {
         key: format_time(value) if isinstance(value, datetime) else value
         for key, value in state.items()
         if key not in ("timestamp", "originator_topic")
     }
-    if isinstance(data.get("headers"), dict):
+    headers = data.get("headers")
+    if isinstance(headers, dict):
         # Webhook headers often carry credentials: show their names only.
-        data["headers"] = {name: "***" for name in data["headers"]}
+        data["headers"] = dict.fromkeys(headers, "***")
     return {
         "offset": offset,
         "type": event_type_name(topic),
