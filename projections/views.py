@@ -297,6 +297,38 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         ``before`` and ``after`` are exclusive offsets. Rows come from the log by
         its primary key, one range query per span until the page is full.
         """
+        with self.datastore.transaction(commit=False) as c:
+            return self._history(c, spans, limit, before, after, descending)
+
+    def session_history(  # noqa: PLR0913 - the page's bounds
+        self,
+        session_id: str,
+        *,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+        descending: bool = True,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
+        """A session's index row (``None`` if there is no such session) and a page
+        of its visible history (see :meth:`history`), read in one transaction."""
+        with self.datastore.transaction(commit=False) as c:
+            row = self._session_row(c, session_id)
+            if row is None:
+                return None, [], False
+            found, has_more = self._history(
+                c, row["spans"], limit, before, after, descending
+            )
+        return row, found, has_more
+
+    def _history(  # noqa: PLR0913 - the page's bounds
+        self,
+        c: SQLiteCursor,
+        spans: list[Span],
+        limit: int,
+        before: int | None,
+        after: int | None,
+        descending: bool,
+    ) -> tuple[list[dict[str, Any]], bool]:
         lower = after if after is not None else -1
         upper = before - 1 if before is not None else OPEN_END
         order = "DESC" if descending else "ASC"
@@ -308,23 +340,20 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         )
         wanted = limit + 1
         found: list[dict[str, Any]] = []
-        with self.datastore.transaction(commit=False) as c:
-            for session_id, span_after, span_upto in (
-                reversed(spans) if descending else spans
-            ):
-                low = max(span_after, lower)
-                high = min(OPEN_END if span_upto is None else span_upto, upper)
-                if low >= high:
-                    continue
-                c.execute(
-                    statement, (session_id, low, high, MESSAGE_TOPIC, wanted - len(found))
-                )
-                found.extend(
-                    message_document(session_id, row[0], decode_state(row[1]))
-                    for row in c.fetchall()
-                )
-                if len(found) >= wanted:
-                    break
+        for session_id, span_after, span_upto in reversed(spans) if descending else spans:
+            low = max(span_after, lower)
+            high = min(OPEN_END if span_upto is None else span_upto, upper)
+            if low >= high:
+                continue
+            c.execute(statement, (session_id, low, high, MESSAGE_TOPIC, wanted - len(found)))
+            # The stored timestamp text goes into the document as it is (see
+            # message_document): no datetime is parsed per message.
+            found.extend(
+                message_document(session_id, row[0], orjson.loads(row[1]))
+                for row in c.fetchall()
+            )
+            if len(found) >= wanted:
+                break
         return found[:limit], len(found) > limit
 
     def last_message(self, spans: list[Span]) -> tuple[int, int]:
@@ -356,7 +385,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             row = c.fetchone()
         if row is None:
             return None
-        return message_document(session_id, offset, decode_state(row[0]))
+        return message_document(session_id, offset, orjson.loads(row[0]))
 
     def reply_to(
         self, session_id: str, offset: int, *, search: int = 64
@@ -425,6 +454,13 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 (epoch_ms(now), limit),
             )
             return [(str(row[0]), int(row[1]), str(row[2])) for row in c.fetchall()]
+
+    def expiring_soon(self) -> int:
+        """Live sessions already warned of their expiry (their next deadline is
+        the expiry itself)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT count(*) FROM session_schedule WHERE due = 'expire'")
+            return int(c.fetchone()[0])
 
     def next_due(self) -> datetime | None:
         """The earliest deadline in the schedule."""
@@ -528,6 +564,12 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 "last_status = ?, last_error = ? WHERE id = ?",
                 (outcome, attempt, next_attempt_ms, status_code, error, outbox_id),
             )
+
+    def pending_deliveries(self) -> int:
+        """How many webhook deliveries wait to be delivered."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'")
+            return int(c.fetchone()[0])
 
     def deliveries(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The session's webhook deliveries with every attempt, newest first."""

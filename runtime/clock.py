@@ -56,3 +56,26 @@ class FakeClock:
         with self._lock:
             self._now += timedelta(seconds=seconds)
             self._monotonic += seconds
+
+
+class ScaledClock:
+    """Real time running ``speed`` times faster from the moment it was made: to
+    watch whole lifecycles (timeouts are minutes) in seconds, e.g. in an end to
+    end test of the real server. Never for production."""
+
+    def __init__(self, speed: float) -> None:
+        if speed <= 0:
+            msg = "clock speed must be positive"
+            raise ValueError(msg)
+        self.speed = speed
+        self._start_wall = datetime.now(UTC)
+        self._start_monotonic = time.monotonic()
+
+    def now(self) -> datetime:
+        """The scaled wall-clock time."""
+        elapsed = time.monotonic() - self._start_monotonic
+        return self._start_wall + timedelta(seconds=elapsed * self.speed)
+
+    def monotonic(self) -> float:
+        """Real monotonic time (waits and idle timeouts are not scaled)."""
+        return time.monotonic()

@@ -1401,6 +1401,8 @@ class Runtime:
             "store": "ok",
             "live_actors": self.directory.live_count(),
             "sessions_active": counts.get("active", 0),
+            "sessions_expiring_soon": self.views.expiring_soon(),
+            "sessions_expired": counts.get("expired", 0),
             "version": VERSION,
         }
 
@@ -1421,8 +1423,10 @@ class Runtime:
             ),
             "open_streams": self.app.bus.subscriber_count(),
             "sessions_active": counts.get("active", 0),
+            "sessions_expiring_soon": self.views.expiring_soon(),
             "sessions_expired": counts.get("expired", 0),
             "sessions_ended": counts.get("ended", 0),
+            "webhooks_pending": self.views.pending_deliveries(),
         }
 
     def rebuild_projections(self) -> int:
