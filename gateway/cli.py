@@ -54,7 +54,9 @@ def replay(runtime: Runtime, session_id: str, to: int | None) -> int:
     """Print the session's log up to ``to``; message content is not printed."""
     after = 0
     while True:
-        page = runtime.events(session_id, principal=OPERATOR, after=after, limit=500)
+        page = runtime.events(
+            session_id, principal=OPERATOR, after=after, limit=500, include_expired=True
+        )
         for event in page["events"]:
             if to is not None and event["offset"] > to:
                 return EXIT_OK

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runtime.agents import Agent, EchoAgent, FinalMessage, TextDelta, ToolCallDelta
-from runtime.clock import Clock, FakeClock, SystemClock
+from runtime.clock import Clock, FakeClock, ScaledClock, SystemClock
 from runtime.errors import (
     ActorUnavailableError,
     AgentNotFoundError,
@@ -14,7 +14,9 @@ from runtime.errors import (
     NameTakenError,
     OffsetConflictError,
     OffsetOutOfRangeError,
+    RenewalRefusedError,
     SessionEndedError,
+    SessionExpiredError,
     RuntimeFault,
     SessionExistsError,
     SessionNotFoundError,
@@ -38,7 +40,9 @@ __all__ = [
     "InvalidRequestError",
     "OffsetConflictError",
     "OffsetOutOfRangeError",
+    "RenewalRefusedError",
     "SessionEndedError",
+    "SessionExpiredError",
     "EchoAgent",
     "FakeClock",
     "FinalMessage",
@@ -47,6 +51,7 @@ __all__ = [
     "Runtime",
     "RuntimeFault",
     "SessionExistsError",
+    "ScaledClock",
     "SessionNotFoundError",
     "Settings",
     "StorageUnavailableError",

@@ -22,7 +22,9 @@ from aggregates.errors import (
     InvalidRequestError,
     OffsetConflictError,
     OffsetOutOfRangeError,
+    RenewalRefusedError,
     SessionEndedError,
+    SessionExpiredError,
 )
 
 __all__ = [
@@ -35,8 +37,10 @@ __all__ = [
     "NameTakenError",
     "OffsetConflictError",
     "OffsetOutOfRangeError",
+    "RenewalRefusedError",
     "RuntimeFault",
     "SessionEndedError",
+    "SessionExpiredError",
     "SessionExistsError",
     "SessionNotFoundError",
     "StorageUnavailableError",

@@ -218,6 +218,17 @@ class Runtime:
         to it is expired on the spot, through its actor.
         """
         row = self.views.session_row(session_id) if isinstance(session_id, str) else None
+        return self._checked(row, session_id, principal, allow_expired=allow_expired)
+
+    def _checked(
+        self,
+        row: dict[str, Any] | None,
+        session_id: str,
+        principal: Principal,
+        *,
+        allow_expired: bool = False,
+    ) -> dict[str, Any]:
+        """:meth:`_row`'s checks on a row already read."""
         if row is None or not (principal.admin or row["owner_id"] == principal.id):
             msg = f"session {session_id} not found"
             raise SessionNotFoundError(msg)
@@ -1052,10 +1063,21 @@ class Runtime:
         for label, value in (("before", before), ("after", after)):
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise InvalidRequestError(f"{label} must be a non-negative offset")
-        row = self._row(session_id, principal)
-        messages, has_more = self.views.history(
-            row["spans"], limit=limit, before=before, after=after, descending=order == "desc"
+        if not isinstance(session_id, str):
+            self._checked(None, session_id, principal)
+        # The index row and the page come from one read transaction.
+        row, messages, has_more = self.views.session_history(
+            session_id, limit=limit, before=before, after=after, descending=order == "desc"
         )
+        checked = self._checked(row, session_id, principal)
+        if checked is not row:  # it changed meanwhile (expired on the spot)
+            messages, has_more = self.views.history(
+                checked["spans"],
+                limit=limit,
+                before=before,
+                after=after,
+                descending=order == "desc",
+            )
         return {"messages": messages, "has_more": has_more}
 
     def messages(
@@ -1096,14 +1118,16 @@ class Runtime:
         principal: Principal = LOCAL_PRINCIPAL,
         after: int = 0,
         limit: int = 100,
+        include_expired: bool = False,
     ) -> dict[str, Any]:
         """A page of the session's own log after offset ``after``: ``{events,
-        has_more}`` (the audit view; abandoned branches included)."""
+        has_more}`` (the audit view; abandoned branches included). An admin may
+        pass ``include_expired`` to read an expired session's log."""
         if not 1 <= limit <= HISTORY_MAX_LIMIT:
             raise InvalidRequestError(f"limit must be within 1..{HISTORY_MAX_LIMIT}")
         if not isinstance(after, int) or after < 0:
             raise InvalidRequestError("after must be a non-negative offset")
-        self._row(session_id, principal)
+        self._row(session_id, principal, allow_expired=include_expired and principal.admin)
         events, has_more = self.views.events(session_id, after=after, limit=limit)
         return {"events": events, "has_more": has_more}
 
