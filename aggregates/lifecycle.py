@@ -67,11 +67,15 @@ def next_deadline(
     warned_for: datetime | None,
     timeout: dict[str, Any],
     reset_policy: dict[str, Any],
-    created_at: datetime,
+    daily_from: datetime,
     last_activity_at: datetime,
 ) -> tuple[datetime, Due] | None:
     """The session's next deadline and what it asks for, earliest first; on a tie
-    the warning comes before the expiry, and the expiry before a reset."""
+    the warning comes before the expiry, and the expiry before a reset.
+
+    The daily reset is the first ``daily_at`` strictly after ``daily_from``: when
+    the session was opened, or when its reset policy last changed (opting in at
+    05:00 to a reset at 03:00 means tomorrow at 03:00, not at once)."""
     if not active:
         return None
     candidates: list[tuple[datetime, int, Due]] = []
@@ -80,7 +84,7 @@ def next_deadline(
         candidates.append((warn, 0, Due.WARN))
     candidates.append((expires_at, 1, Due.EXPIRE))
     if reset_policy.get("daily_at"):
-        candidates.append((next_daily(created_at, reset_policy["daily_at"]), 2, Due.DAILY_RESET))
+        candidates.append((next_daily(daily_from, reset_policy["daily_at"]), 2, Due.DAILY_RESET))
     if reset_policy.get("idle_minutes"):
         idle_at = last_activity_at + timedelta(minutes=reset_policy["idle_minutes"])
         candidates.append((idle_at, 3, Due.IDLE_RESET))

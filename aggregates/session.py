@@ -102,6 +102,9 @@ class Session(BaseAggregate[str]):
         base_count: int
         base_head: int
         reset_policy: dict[str, Any] | None = None
+        # A fork's past: the segments of its ancestors' lives up to the fork point,
+        # ``[session_id, start, base_spans]`` oldest first (``None`` when fresh).
+        inherited: list[Any] | None = None
 
     class Renamed(Event):
         """The session's name changed (``None`` clears it)."""
@@ -291,6 +294,16 @@ class Session(BaseAggregate[str]):
 
         def apply(self, session: Session) -> None:
             session.reset_policy = self.reset_policy
+            session.reset_policy_at = self.timestamp
+            session.updated_at = self.timestamp
+
+    class ScopeChanged(Event):
+        """Get-or-create now finds this session under ``scope_key``."""
+
+        scope_key: str | None
+
+        def apply(self, session: Session) -> None:
+            session.scope_key = self.scope_key
             session.updated_at = self.timestamp
 
     class WebhookSet(Event):
@@ -310,13 +323,16 @@ class Session(BaseAggregate[str]):
             session.updated_at = self.timestamp
 
     class Ended(Event):
-        """The session was ended (deleted); its log is kept for audit."""
+        """The session was ended (deleted, or reset: ``successor_id`` then names
+        the session that carries on); its log is kept for audit."""
 
         reason: str
+        successor_id: str | None = None
 
         def apply(self, session: Session) -> None:
             session.status = Status.ENDED.value
             session.ended_reason = self.reason
+            session.successor_id = self.successor_id
             session.updated_at = self.timestamp
 
     class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
@@ -364,6 +380,7 @@ class Session(BaseAggregate[str]):
         base_count: int,
         base_head: int,
         reset_policy: dict[str, Any] | None = None,
+        inherited: list[Any] | None = None,
     ) -> None:
         self.owner_id = owner_id
         self.agent_id = agent_id
@@ -379,6 +396,7 @@ class Session(BaseAggregate[str]):
         self.parent = parent
         self.status = Status.ACTIVE.value
         self.ended_reason: str | None = None
+        self.successor_id: str | None = None
         self.pinned_at: datetime | None = None
         self.created_at: datetime = self.created_on
         self.updated_at: datetime = self.created_on
@@ -392,11 +410,15 @@ class Session(BaseAggregate[str]):
             "daily_at": None,
             "idle_minutes": None,
         }
+        # When the reset policy took effect: the daily reset counts from here.
+        self.reset_policy_at: datetime = self.created_on
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, int] = {}
         # One entry per segment: [start_offset, base_spans, base_count, base_head].
         self.segments: list[list[Any]] = []
+        # A fork's past, one entry per segment: [session_id, start, base_spans].
+        self.inherited: list[list[Any]] = inherited or []
         self.message_count = 0
         self.head = 0
         self._start_segment(self.version, base_spans, base_count, base_head)
@@ -481,6 +503,7 @@ class Session(BaseAggregate[str]):
             base_count=message_count,
             base_head=head,
             reset_policy=dict(self.reset_policy),
+            inherited=self._lineage_at(offset),
         )
 
     @classmethod
@@ -521,11 +544,33 @@ class Session(BaseAggregate[str]):
                 f"offset {offset} is outside 1..{self.version}"
             )
         if offset < self.first_offset:
-            # Inherited from the parent this session was forked from.
-            return truncate_spans(self.segments[0][1], offset)
+            # Inherited: what the ancestor whose life this was showed then.
+            found = None
+            for entry in self.inherited:
+                if entry[1] <= offset:
+                    found = entry
+                else:
+                    break
+            if found is None:
+                # Opened without a lineage: cut the fork point's history.
+                return truncate_spans(self.segments[0][1], offset)
+            session_id, start, base_spans = found
+            return [*base_spans, [session_id, start, offset]]
         segment = self._segment_at(offset)
         start, base_spans, _, _ = segment
         return [*base_spans, [self.id, start, offset]]
+
+    def _lineage_at(self, offset: int) -> list[list[Any]]:
+        """The segments of this session's life (inherited ones included) that
+        began at or before ``offset``: what a fork at ``offset`` inherits."""
+        lineage = [entry for entry in self.inherited if entry[1] <= offset]
+        if offset >= self.first_offset:
+            lineage += [
+                [self.id, start, base_spans]
+                for start, base_spans, _, _ in self.segments
+                if start <= offset
+            ]
+        return lineage
 
     def _segment_at(self, offset: int) -> list[Any]:
         found = self.segments[0]
@@ -785,7 +830,8 @@ class Session(BaseAggregate[str]):
             warned_for=self.warned_for,
             timeout=self.timeout,
             reset_policy=self.reset_policy,
-            created_at=self.created_at,
+            # Snapshots taken before this field existed do not hold it.
+            daily_from=getattr(self, "reset_policy_at", self.created_at),
             last_activity_at=self.last_activity_at,
         )
 
@@ -822,6 +868,13 @@ class Session(BaseAggregate[str]):
                 self.ResetPolicyChanged, timestamp=timestamp, reset_policy=merged
             )
 
+    def rescope(self, *, timestamp: datetime, scope_key: str | None) -> None:
+        """Move the session to another scope key (uniqueness among live sessions
+        is the runtime's to check)."""
+        self.check_writable()
+        if scope_key != self.scope_key:
+            self.trigger_event(self.ScopeChanged, timestamp=timestamp, scope_key=scope_key)
+
     def set_webhook(
         self,
         *,
@@ -853,10 +906,26 @@ class Session(BaseAggregate[str]):
             events=events,
         )
 
-    def end(self, *, timestamp: datetime, reason: str = "deleted") -> None:
-        """End the session; ending an ended session changes nothing."""
+    def end(
+        self,
+        *,
+        timestamp: datetime,
+        reason: str = "deleted",
+        successor_id: str | None = None,
+    ) -> None:
+        """End the session (``successor_id``: the session a reset opened to carry
+        on); ending an ended session changes nothing."""
         if self.status != Status.ENDED.value:
-            self.trigger_event(self.Ended, timestamp=timestamp, reason=reason)
+            self.trigger_event(
+                self.Ended, timestamp=timestamp, reason=reason, successor_id=successor_id
+            )
+
+    def successor(self) -> str | None:
+        """The session a reset handed this one's conversation to, if any."""
+        if self.status != Status.ENDED.value:
+            return None
+        # Snapshots taken before the field existed do not hold it.
+        return getattr(self, "successor_id", None)
 
     # ------------------------------------------------------------------ helpers
 

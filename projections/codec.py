@@ -36,6 +36,7 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.expire": Session.Expired,
     "s.reset_policy": Session.ResetPolicyChanged,
     "s.webhook": Session.WebhookSet,
+    "s.scope": Session.ScopeChanged,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}
@@ -47,10 +48,13 @@ AGGREGATE_ALIAS: dict[str, str] = {
 }
 
 _DATETIME_KEYS_SUFFIXES = ("_at", "_on")
+# Datetime-valued keys whose names do not follow the suffix convention (the
+# session's ``warned_for`` is the deadline its expiry warning was given for).
+_DATETIME_KEYS = frozenset({"timestamp", "warned_for"})
 
 
 def _is_datetime_key(key: str) -> bool:
-    return key == "timestamp" or key.endswith(_DATETIME_KEYS_SUFFIXES)
+    return key in _DATETIME_KEYS or key.endswith(_DATETIME_KEYS_SUFFIXES)
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -59,7 +63,8 @@ def encode_state(state: dict[str, Any]) -> bytes:
 
 
 def restore_datetimes(state: dict[str, Any]) -> dict[str, Any]:
-    """Turn top-level ``*_at``/``*_on``/``timestamp`` strings back into datetimes."""
+    """Turn top-level ``*_at``/``*_on``/``timestamp``/``warned_for`` strings back
+    into datetimes."""
     for key, value in state.items():
         if isinstance(value, str) and _is_datetime_key(key):
             state[key] = datetime.fromisoformat(value)

@@ -60,11 +60,24 @@ def session_document(session: Session) -> dict[str, Any]:
     }
 
 
+def stored_time(text: str) -> str:
+    """:func:`format_time` of a timestamp as the codec stores it (RFC 3339 text),
+    without parsing it in the usual case (UTC, with microseconds)."""
+    if len(text) == 32 and text[19] == "." and text.endswith("+00:00"):
+        return text[:23] + "Z"
+    formatted = format_time(datetime.fromisoformat(text))
+    assert formatted is not None
+    return formatted
+
+
 def message_document(
     session_id: str, offset: int, state: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ``Message`` resource, from a stored ``MessageAppended`` state."""
+    """The ``Message`` resource, from a stored ``MessageAppended`` state (its
+    ``timestamp`` either a datetime or the stored text: reading history skips
+    parsing it)."""
     usage = state.get("usage")
+    timestamp = state["timestamp"]
     return {
         "id": state["message_id"],
         "session_id": session_id,
@@ -80,7 +93,9 @@ def message_document(
         }
         if usage
         else None,
-        "created_at": format_time(state["timestamp"]),
+        "created_at": stored_time(timestamp)
+        if isinstance(timestamp, str)
+        else format_time(timestamp),
     }
 
 

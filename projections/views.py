@@ -93,9 +93,13 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         super().__init__(datastore)
         self.events_table = events_table
         placeholders = ",".join("?" * len(INDEX_COLUMNS))
+        # An upsert on the primary key only. ``INSERT OR REPLACE`` would resolve a
+        # clash on the name or scope-key unique indexes by deleting the *other*
+        # session's row; this way such a clash raises and the write is refused.
+        updates = ", ".join(f"{c} = excluded.{c}" for c in INDEX_COLUMNS[1:])
         self._upsert = (
-            f"INSERT OR REPLACE INTO session_index ({','.join(INDEX_COLUMNS)}) "
-            f"VALUES ({placeholders})"
+            f"INSERT INTO session_index ({','.join(INDEX_COLUMNS)}) "
+            f"VALUES ({placeholders}) ON CONFLICT (session_id) DO UPDATE SET {updates}"
         )
 
     def construct_create_table_statements(self) -> list[str]:

@@ -56,6 +56,11 @@ class Agent(Protocol):
         ...
 
 
+def split_words(text: str) -> list[str]:
+    """``text`` in streamable pieces: each word with the spaces after it."""
+    return _WORDS.findall(text)
+
+
 def count_words(text: str) -> int:
     """The offline token estimate the echo agent reports: whitespace words."""
     return len(text.split())
@@ -68,7 +73,7 @@ class EchoAgent:
         """Echo the last user message."""
         last = next((m for m in reversed(history) if m["role"] == "user"), None)
         content = "" if last is None else str(last["content"])
-        for word in _WORDS.findall(content):
+        for word in split_words(content):
             yield TextDelta(word)
         words = count_words(content)
         yield FinalMessage(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -79,3 +81,34 @@ class ScaledClock:
     def monotonic(self) -> float:
         """Real monotonic time (waits and idle timeouts are not scaled)."""
         return time.monotonic()
+
+
+class PinnedClock:
+    """Wraps a clock so that, on a thread inside :meth:`pinned`, ``now()`` keeps
+    answering one reading: a session command and the deadline check that runs
+    before it in the actor then see the same moment, so a command can never be
+    recorded after a deadline that the check found not yet passed."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._local = threading.local()
+
+    def now(self) -> datetime:
+        """The pinned moment on this thread, else the wrapped clock's time."""
+        pinned: datetime | None = getattr(self._local, "now", None)
+        return self.clock.now() if pinned is None else pinned
+
+    def monotonic(self) -> float:
+        """The wrapped clock's monotonic time (never pinned)."""
+        return self.clock.monotonic()
+
+    @contextmanager
+    def pinned(self) -> Iterator[datetime]:
+        """Read the time once; ``now()`` on this thread answers it until exit."""
+        previous: datetime | None = getattr(self._local, "now", None)
+        moment = self.now()
+        self._local.now = moment
+        try:
+            yield moment
+        finally:
+            self._local.now = previous

@@ -78,8 +78,11 @@ class ActorDirectory:
             evicted: list[tuple[str, _Entry]] = []
             with self._lock:
                 entry = self._entries.get(session_id)
-                if entry is not None and entry.stopping:
-                    waiting_for = entry.stopped
+                if entry is not None and (entry.stopping or not entry.ref.is_alive()):
+                    # Being passivated, or stopped by itself after a storage
+                    # error and not yet forgotten (pykka marks an actor dead
+                    # before its on_stop tells us): wait for it to be gone.
+                    waiting_for, waited_ref = entry.stopped, entry.ref
                 else:
                     waiting_for = None
                     if entry is None:
@@ -89,7 +92,9 @@ class ActorDirectory:
                     self._entries.move_to_end(session_id)
                     proxy = entry.proxy
             if waiting_for is not None:
-                waiting_for.wait(self._stop_timeout)
+                stopped = waiting_for.wait(self._stop_timeout)
+                if not stopped and not waited_ref.is_alive():
+                    self.forget(session_id, waited_ref)  # died without an on_stop
                 continue
             for victim_id, victim in evicted:
                 self._stop(victim_id, victim)

@@ -31,7 +31,11 @@ import orjson
 import pykka
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from aggregates.errors import InvalidRequestError, SessionExpiredError
+from aggregates.errors import (
+    InvalidRequestError,
+    OffsetOutOfRangeError,
+    SessionExpiredError,
+)
 from aggregates.lifecycle import Due
 from aggregates.session import Session
 from aggregates.values import (
@@ -45,10 +49,19 @@ from aggregates.values import (
     scope_key,
     validate_session_id,
 )
-from projections.codec import ALIAS_OF
-from projections.documents import format_time, session_document
+from projections.codec import ALIAS_OF, encode_state
+from projections.documents import format_time, message_document, session_document
 from runtime.actor import Outcome
-from runtime.agents import AgentRegistry, FinalMessage, TextDelta, ToolCallDelta
+from runtime.agents import (
+    AgentOutput,
+    AgentRegistry,
+    FinalMessage,
+    TextDelta,
+    ToolCallDelta,
+    split_words,
+)
+from runtime.commands import ChatCommands, CommandResult, is_command
+from runtime.clock import PinnedClock
 from runtime.directory import ActorDirectory
 from runtime.errors import (
     ActorUnavailableError,
@@ -99,6 +112,13 @@ class _ResetTo:
     successor_id: str
 
 
+def command_outputs(result: CommandResult) -> Iterator[AgentOutput]:
+    """A chat command's answer, streamed like an agent's reply."""
+    for word in split_words(result.text):
+        yield TextDelta(word)
+    yield FinalMessage(content=result.text, metadata={"command": result.name}, steps=0)
+
+
 def _no_command(_: Session) -> None:
     """A command that only lets the session's passed deadlines be handled."""
 
@@ -127,10 +147,13 @@ class Runtime:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
-        self.clock = self.settings.clock
+        # Commands read the time through this: inside an actor command it is
+        # pinned to the reading the deadline check used (see _after_deadlines).
+        self.clock = PinnedClock(self.settings.clock)
         self.app = Sessions(self.settings)
         self.views = self.app.views
         self.agents = AgentRegistry(self.settings.agents)
+        self.commands = ChatCommands(self)
         self.directory = ActorDirectory(
             self.app,
             self.clock,
@@ -291,16 +314,18 @@ class Runtime:
         # Deadlines that passed are handled before the command, in the actor, so a
         # message and an expiry can never both win: the one that comes first in
         # the session's mailbox decides, by the clock it carries.
+        # The command runs at the moment the check read: were the clock read again,
+        # a command could be recorded just after a deadline found not yet passed.
         def run(session: Session) -> Any:
-            if session.status == Status.ACTIVE.value:
-                now = self.clock.now()
-                due = session.act_on_deadlines(timestamp=now)
-                if due is Due.EXPIRE:
-                    return _Expired(session.expires_at)
-                if due is not None:
-                    successor = self._successor(session, now, reason=due.value)
-                    return Outcome(_ResetTo(successor.id), (successor,))
-            return command(session)
+            with self.clock.pinned() as now:
+                if session.status == Status.ACTIVE.value:
+                    due = session.act_on_deadlines(timestamp=now)
+                    if due is Due.EXPIRE:
+                        return _Expired(session.expires_at)
+                    if due is not None:
+                        successor = self._successor(session, now, reason=due.value)
+                        return Outcome(_ResetTo(successor.id), (successor,))
+                return command(session)
 
         return run
 
@@ -308,9 +333,10 @@ class Runtime:
         """End ``session`` and open its successor on the same scope key (saved in
         the same transaction by the caller)."""
         session.check_writable()
-        session.end(timestamp=now, reason=reason)
+        successor_id = self._new_id()
+        session.end(timestamp=now, reason=reason, successor_id=successor_id)
         return Session.open(
-            session_id=self._new_id(),
+            session_id=successor_id,
             timestamp=now,
             owner_id=session.owner_id,
             agent_id=session.agent_id,
@@ -388,6 +414,35 @@ class Runtime:
             session_id,
             lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
         )
+        return self._document(session_id)
+
+    def rescope(
+        self, session_id: str, scope: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> dict[str, Any]:
+        """Make this the session get-or-create finds for ``scope`` (``main``,
+        ``per-peer``, ``per-channel-peer``) of its agent, user, channel and peer;
+        refused while another live session holds that key."""
+        row = self._row(session_id, principal)
+        doc = row["doc"]
+        try:
+            scope_value = Scope(scope)
+        except ValueError:
+            raise InvalidRequestError(
+                "scope must be one of main, per-peer, per-channel-peer"
+            ) from None
+        key = scope_key(
+            scope_value,
+            owner_id=row["owner_id"],
+            agent_id=doc["agent_id"],
+            user_id=doc["user_id"],
+            channel_id=doc["channel_id"],
+            peer_id=doc["peer_id"],
+        )
+        holder = self.views.find_by_scope(key)
+        if holder is not None and holder != session_id:
+            msg = f"session {holder} already holds that scope"
+            raise SessionExistsError(msg)
+        self._execute(session_id, lambda s: s.rescope(timestamp=self.clock.now(), scope_key=key))
         return self._document(session_id)
 
     def set_webhook(
@@ -729,7 +784,8 @@ class Runtime:
         the session's offset (else ``OffsetConflictError`` with the current one).
         """
         self._row(session_id, principal)
-        offset, _, session_id = self._append(
+        recorded: DocumentList = []
+        offset, duplicate, session_id = self._append(
             session_id,
             content,
             role=role,
@@ -740,10 +796,16 @@ class Runtime:
             idempotency_key=idempotency_key,
             expected_offset=expected_offset,
             reply_to=reply_to,
+            recorded=recorded,
         )
-        message = self.views.message_at(session_id, offset)
-        assert message is not None
-        return message
+        if recorded and not duplicate:
+            message = recorded[-1]
+            if message["session_id"] == session_id and message["offset"] == offset:
+                return message
+        # A retry (idempotency key) answers the message recorded the first time.
+        found = self.views.message_at(session_id, offset)
+        assert found is not None
+        return found
 
     def _append(  # noqa: PLR0913
         self,
@@ -758,17 +820,28 @@ class Runtime:
         idempotency_key: str | None,
         expected_offset: int | None,
         reply_to: int | None,
+        recorded: DocumentList | None = None,
     ) -> tuple[int, bool, str]:
+        """Append on the session's actor; returns (offset, whether it was a
+        retry, the session it went to). ``recorded`` receives the new message's
+        document, made from the very bytes the log stores, so that the caller
+        need not read it back (reading after a write costs ~100 us: every write
+        empties the other connections' page caches)."""
         if attachments is not None and not isinstance(attachments, list):
             raise InvalidRequestError("attachments must be a list")
         if metadata is not None and not isinstance(metadata, Mapping):
             raise InvalidRequestError("metadata must be an object")
         message_id = self._new_id()
 
-        def command(session: Session) -> tuple[int, bool]:
+        def command(session: Session) -> Any:  # (offset, duplicate), or _ResetTo
             seen = session.seen_idempotency_key(idempotency_key)
             if seen is not None:
                 return seen, True
+            successor = session.successor()
+            if successor is not None:
+                # Reset (e.g. by the supervisor at an idle or daily reset point)
+                # before this message came: it belongs to the session carrying on.
+                return _ResetTo(successor)
             offset = session.append_message(
                 timestamp=self.clock.now(),
                 message_id=message_id,
@@ -782,6 +855,10 @@ class Runtime:
                 reply_to=reply_to,
                 expected_offset=expected_offset,
             )
+            if recorded is not None:
+                state = vars(session.pending_events[-1])
+                stored = orjson.loads(encode_state(state))  # as the log stores it
+                recorded.append(message_document(session.id, offset, stored))
             return offset, False
 
         (offset, duplicate), session_id = self._execute_on(session_id, command)
@@ -908,14 +985,21 @@ class Runtime:
                 reply = self.views.reply_to(session_id, offset) if duplicate else None
                 yield self._done(session_id, user_message, reply)
                 return
-            spans = self._row(session_id, principal)["spans"]
-            history, _ = self.views.history(
-                spans, limit=AGENT_HISTORY_LIMIT, descending=True
+            command = (
+                self.commands.run(session_id, content, principal) if is_command(content) else None
             )
-            history.reverse()
+            if command is not None:
+                outputs: Iterator[AgentOutput] = command_outputs(command)
+            else:
+                spans = self._row(session_id, principal)["spans"]
+                history, _ = self.views.history(
+                    spans, limit=AGENT_HISTORY_LIMIT, descending=True
+                )
+                history.reverse()
+                outputs = iter(agent.run(history))
             final: FinalMessage | None = None
             yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
-            for output in agent.run(history):
+            for output in outputs:
                 if deadline is not None and self.clock.monotonic() > deadline:
                     msg = "the agent's turn did not finish in time"
                     raise TurnTimeoutError(msg)
@@ -948,6 +1032,10 @@ class Runtime:
                 reply_to=offset,
             )
             reply = self.views.message_at(session_id, reply_offset)
+            if command is not None and command.reset:
+                # The answer stays with the session it speaks of; the
+                # conversation carries on in the successor.
+                session_id = self.reset(session_id, principal=principal)["id"]
             yield {
                 "type": "message_delta",
                 "stop_reason": final.stop_reason,
@@ -1262,8 +1350,11 @@ class Runtime:
         row = self._row(session_id, principal)
         doc = row["doc"]
         first = (doc["parent"] or {}).get("offset", 0) + 1
-        if not isinstance(offset, int) or not first <= offset <= doc["offset"]:
-            raise InvalidRequestError(
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise InvalidRequestError("offset must be an integer")
+        if not first <= offset <= doc["offset"]:
+            # The same condition and code as a rewind to such an offset.
+            raise OffsetOutOfRangeError(
                 f"offset must be within {first}..{doc['offset']} for this session"
             )
         session: Session = self.app.repository.get(session_id, version=offset)

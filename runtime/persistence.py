@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -91,8 +92,30 @@ def check_durability(connection: sqlite3.Connection, *, in_memory: bool) -> None
         raise StorageUnavailableError(msg)
 
 
+class SnapshotRecorder(SQLiteAggregateRecorder):
+    """eventsourcing's snapshot recorder with its table as a rowid table.
+
+    eventsourcing declares the table ``WITHOUT ROWID``; such a b-tree keeps at
+    most ~1,000 bytes of a row in its leaf page, so every session snapshot (about
+    1 KiB, more with checkpoints and idempotency keys) spilled into an overflow
+    page of its own: 4 KiB on disk per snapshot, ~40 bytes per message. In a rowid
+    table a row keeps up to ~4,000 bytes in the leaf. Same columns, same primary
+    key, same statements; a database created before keeps its table as it is.
+    """
+
+    def construct_create_table_statements(self) -> list[str]:
+        """The ``CREATE TABLE`` statement, without ``WITHOUT ROWID``."""
+        return [
+            statement.removesuffix(" WITHOUT ROWID")
+            for statement in super().construct_create_table_statements()
+        ]
+
+
 class DurableSQLiteFactory(SQLiteFactory):
-    """eventsourcing's SQLite factory with the durable pool."""
+    """eventsourcing's SQLite factory with the durable pool (and the snapshot
+    table as a rowid table, see :class:`SnapshotRecorder`)."""
+
+    aggregate_recorder_class = SnapshotRecorder
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Recording
+from eventsourcing.utils import strtobool
 
 from aggregates.session import Session
 from projections.views import SQLiteSessionViews
@@ -16,6 +18,37 @@ from runtime.settings import Settings
 
 if TYPE_CHECKING:
     from eventsourcing.utils import EnvType
+
+
+def project_session(aggregate: Any, domain_events: Iterable[Any]) -> Any:
+    """eventsourcing's ``project_aggregate`` without its per-event ``assert
+    isinstance(event, CanMutateProtocol)``: a runtime-checkable Protocol check
+    that cost more than the rest of replaying the event (~10 us each)."""
+    for domain_event in domain_events:
+        aggregate = domain_event.mutate(aggregate)
+    return aggregate
+
+
+class SessionRepository(Repository[str]):
+    """eventsourcing's repository, replaying with :func:`project_session`."""
+
+    def get(
+        self,
+        aggregate_id: str,
+        *,
+        version: int | None = None,
+        projector_func: Any = project_session,
+        fastforward_skipping: bool = False,
+        deepcopy_from_cache: bool = True,
+    ) -> Any:
+        """Rebuild a session from its latest snapshot and the events after it."""
+        return super().get(
+            aggregate_id,
+            version=version,
+            projector_func=projector_func,
+            fastforward_skipping=fastforward_skipping,
+            deepcopy_from_cache=deepcopy_from_cache,
+        )
 
 
 class Sessions(Application[str]):
@@ -37,6 +70,23 @@ class Sessions(Application[str]):
         self.settings = settings or Settings()
         super().__init__(env={**eventsourcing_env(self.settings), **dict(env or {})})
 
+    def construct_repository(self) -> Repository[str]:
+        """eventsourcing's repository, as configured, replaying without its
+        per-event Protocol assertion (see :func:`project_session`)."""
+        maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return SessionRepository(
+            event_store=self.events,
+            snapshot_store=self.snapshots,
+            cache_maxsize=int(maxsize) if maxsize else None,
+            fastforward=strtobool(self.env.get(self.AGGREGATE_CACHE_FASTFORWARD, "y")),
+            fastforward_skipping=strtobool(
+                self.env.get(self.AGGREGATE_CACHE_FASTFORWARD_SKIPPING, "n")
+            ),
+            deepcopy_from_cache=strtobool(
+                self.env.get(self.DEEPCOPY_FROM_AGGREGATE_CACHE, "y")
+            ),
+        )
+
     def construct_mapper(self) -> Mapper[str]:
         """The compact mapper (short topics, no default-valued keys)."""
         return SessionMapper(transcoder=self.construct_transcoder())
@@ -57,6 +107,25 @@ class Sessions(Application[str]):
         )
         recorder.create_table()
         return recorder
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[str]]:
+        """``Application.save``, but a session's pending events are collected
+        directly: eventsourcing's ``collect_events`` tests every object against
+        two runtime-checkable Protocols, which costs ~50 us of CPU per save (a
+        tenth of a durable append)."""
+        processing_event: ProcessingEvent[str] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Session):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # eventsourcing's deprecated hook
+        return recordings
 
     def _record(self, processing_event: ProcessingEvent[str]) -> list[Recording[str]]:
         # Hand the saved aggregates to the recorder, which writes their view rows
