@@ -477,10 +477,13 @@ class Session(BaseAggregate[str]):
         message_count: int,
         owner_id: str | None = None,
     ) -> Session:
-        """Open a new session whose history is this one's at ``offset``: O(1).
+        """Open a new session whose history is this one's at ``offset``: no
+        message is copied (the cost is one entry per segment of the lineage).
 
         ``head`` and ``message_count`` describe the visible history at ``offset``
-        (see :meth:`spans_at`). The fork's own offsets start at ``offset + 1``.
+        (see :meth:`spans_at`). The fork's own offsets start at ``offset + 1``;
+        it inherits the segments of this session's life up to ``offset``, so
+        that every inherited offset shows what the ancestor showed then.
         """
         spans = self.spans_at(offset)
         return type(self)._open(

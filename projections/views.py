@@ -141,9 +141,11 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "ON session_index (parent_id) WHERE parent_id IS NOT NULL",
             "CREATE INDEX IF NOT EXISTS session_index_owner "
             "ON session_index (owner_id, created_at)",
-            # Names are unique per user, case-insensitively, among live sessions.
-            "CREATE UNIQUE INDEX IF NOT EXISTS session_index_name "
-            "ON session_index (user_id, name_key) "
+            # Names are unique per user of an owner, case-insensitively, among
+            # live sessions (user ids are the owner's: tenants never clash).
+            "DROP INDEX IF EXISTS session_index_name",
+            "CREATE UNIQUE INDEX IF NOT EXISTS session_index_user_name "
+            "ON session_index (owner_id, user_id, name_key) "
             "WHERE name_key IS NOT NULL AND status != 'ended'",
             # One live session per scope key: get-or-create cannot make two.
             "CREATE UNIQUE INDEX IF NOT EXISTS session_index_scope "
@@ -224,13 +226,14 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             row = c.fetchone()
         return None if row is None else str(row[0])
 
-    def name_taken(self, user_id: str, name: str, except_id: str) -> bool:
-        """Whether another live session of ``user_id`` has this name."""
+    def name_taken(self, owner_id: str, user_id: str, name: str, except_id: str) -> bool:
+        """Whether another live session of ``owner_id``'s user ``user_id`` has
+        this name."""
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                "SELECT 1 FROM session_index WHERE user_id = ? AND name_key = ? "
-                "AND status != 'ended' AND session_id != ?",
-                (user_id, name_key(name), except_id),
+                "SELECT 1 FROM session_index WHERE owner_id = ? AND user_id = ? "
+                "AND name_key = ? AND status != 'ended' AND session_id != ?",
+                (owner_id, user_id, name_key(name), except_id),
             )
             return c.fetchone() is not None
 
@@ -485,8 +488,12 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             condition += " AND owner_id = ?"
             params.append(owner_id)
         with self.datastore.transaction(commit=False) as c:
+            # ``status != 'active'`` repeats the partial index's condition: SQLite
+            # uses a partial index only when the query states its WHERE clause,
+            # and without it every tick would scan the whole session index.
             c.execute(
-                "SELECT session_id FROM session_index WHERE status IN ('ended', 'expired') "
+                "SELECT session_id FROM session_index WHERE status != 'active' "
+                "AND status IN ('ended', 'expired') "
                 f"AND updated_at < ?{condition} ORDER BY updated_at LIMIT ?",
                 (*params, limit),
             )

@@ -59,7 +59,7 @@ class Outcome(Generic[T]):
 def translate_integrity_error(error: IntegrityError, session_id: str) -> Exception:
     """Say which rule an integrity error on save broke."""
     text = str(error)
-    if "session_index.user_id" in text or "session_index_name" in text:
+    if "session_index.user_id" in text or "session_index.name_key" in text:
         return NameTakenError("another session of this user already has that name")
     if "session_index.scope_key" in text or "session_index_scope" in text:
         return SessionExistsError("a live session already holds this scope key")

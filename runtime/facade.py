@@ -603,7 +603,9 @@ class Runtime:
             if existing is not None:
                 return existing, False
         name = normalize_name(name)
-        if name is not None and self.views.name_taken(user_id, name, session_id or ""):
+        if name is not None and self.views.name_taken(
+            principal.id, user_id, name, session_id or ""
+        ):
             raise NameTakenError(f"another session of {user_id} is named {name!r}")
         policy = TimeoutPolicy.resolve(
             self.settings.timeout_limits, dict(agent.timeout), dict(timeout or {})
@@ -722,7 +724,7 @@ class Runtime:
             name = normalize_name(name)
             user_id = row["doc"]["user_id"]
             if name is not None and name_key(name) != name_key(row["doc"]["name"]) and (
-                self.views.name_taken(user_id, name, session_id)
+                self.views.name_taken(row["owner_id"], user_id, name, session_id)
             ):
                 raise NameTakenError(f"another session of {user_id} is named {name!r}")
         if pinned is not None and not isinstance(pinned, bool):
