@@ -5,9 +5,15 @@
     sessiond replay SESSION [--to OFFSET]       the session's event timeline (audit)
     sessiond export SESSION --format json|markdown|text
     sessiond projections rebuild                drop and rebuild the views from the log
+    sessiond serve [--host 127.0.0.1] [--port 8000] [--log-level info]
+                                                the HTTP API (see README "HTTP API")
+    sessiond chat [--url URL [--api-key KEY] | --db PATH]
+                                                a terminal chat (see gateway.chat)
 
 Every command takes ``--db`` (default ``$SESSIOND_DB`` or ``./sessiond.db``) and
-``--config``. Commands run as the local operator, who sees every session.
+``--config``; ``serve``'s flags have the twins ``SESSIOND_HOST``,
+``SESSIOND_PORT`` and ``SESSIOND_LOG_LEVEL``. Commands other than ``serve`` run as
+the local operator, who sees every session.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from gateway import chat
 from runtime import DomainError, Principal, Runtime, RuntimeFault, Settings
 
 OPERATOR = Principal("operator", admin=True)
@@ -109,12 +116,44 @@ def build_parser() -> argparse.ArgumentParser:
     projections = commands.add_parser("projections", help="manage the read models")
     projection_commands = projections.add_subparsers(dest="action", required=True)
     projection_commands.add_parser("rebuild", parents=[common], help="drop and rebuild the views from the log")
+
+    serve_parser = commands.add_parser(
+        "serve", parents=[common], help="serve the HTTP API"
+    )
+    serve_parser.add_argument(
+        "--host", help="address to bind (default $SESSIOND_HOST or 127.0.0.1)"
+    )
+    serve_parser.add_argument(
+        "--port", type=int, help="port (default $SESSIOND_PORT or 8000)"
+    )
+    serve_parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (default $SESSIOND_LOG_LEVEL or info)",
+    )
+
+    chat_parser = commands.add_parser("chat", help="chat with an agent from the terminal")
+    chat.add_arguments(chat_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sessiond`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "chat":
+        return chat.main(args)
+    if args.command == "serve":
+        from gateway.server import serve  # uvicorn is only needed here
+
+        return serve(
+            Settings.from_env(
+                db=args.db,
+                config_path=args.config,
+                host=args.host,
+                port=args.port,
+                log_level=args.log_level,
+            )
+        )
     try:
         with Runtime(_settings(args)) as runtime:
             if args.command == "replay":

@@ -1,0 +1,776 @@
+"""The OpenAPI 3.1 document of the native API, served at ``/openapi.json``.
+
+Built as data here (not generated from handlers) so it is the contract: a test
+fails when it and the route table disagree in either direction.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+VERSION = "0.1.0"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+SSE = "text/event-stream"
+
+Schema = dict[str, Any]
+
+
+def ref(name: str) -> Schema:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    """``schema`` or null."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def obj(
+    properties: dict[str, Schema],
+    required: list[str] | None = None,
+    *,
+    closed: bool = False,
+    description: str | None = None,
+) -> Schema:
+    """An object schema (``closed``: no other properties, as request bodies)."""
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    if description:
+        schema["description"] = description
+    return schema
+
+
+STRING: Schema = {"type": "string"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+OFFSET: Schema = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+ANY_OBJECT: Schema = {"type": "object", "additionalProperties": True}
+USAGE = obj(
+    {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}},
+    ["input_tokens", "output_tokens"],
+)
+TIMEOUT_FIELDS: dict[str, Schema] = {
+    "timeout_minutes": {"type": "integer"},
+    "auto_renew": {"type": "boolean"},
+    "max_duration_minutes": {"type": "integer"},
+    "warning_threshold_minutes": {"type": "integer"},
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Problem": obj(
+        {
+            "type": STRING,
+            "title": STRING,
+            "status": {"type": "integer"},
+            "code": {
+                "type": "string",
+                "description": "Stable error code, e.g. not_found, conflict, "
+                "invalid_json, payload_too_large.",
+            },
+            "detail": STRING,
+            "current_offset": {**OFFSET, "description": "On conflicts."},
+            "expires_at": {**TIME, "description": "On session_expired."},
+        },
+        ["type", "title", "status", "code", "detail"],
+    ),
+    "TimeoutPolicy": obj(TIMEOUT_FIELDS, list(TIMEOUT_FIELDS)),
+    "Session": obj(
+        {
+            "id": STRING,
+            "agent_id": STRING,
+            "user_id": STRING,
+            "channel_id": nullable(STRING),
+            "peer_id": nullable(STRING),
+            "scope_key": nullable(STRING),
+            "name": nullable(STRING),
+            "pinned_at": nullable(TIME),
+            "metadata": ANY_OBJECT,
+            "attributes": ANY_OBJECT,
+            "status": {"enum": ["active", "expired", "ended"]},
+            "offset": OFFSET,
+            "head": OFFSET,
+            "message_count": {"type": "integer"},
+            "created_at": TIME,
+            "updated_at": TIME,
+            "last_activity_at": nullable(TIME),
+            "expires_at": nullable(TIME),
+            "renewal_count": {"type": "integer"},
+            "timeout": ref("TimeoutPolicy"),
+            "concurrency": {"enum": ["enqueue", "reject", "interrupt"]},
+            "parent": nullable(
+                obj({"session_id": STRING, "offset": OFFSET}, ["session_id", "offset"])
+            ),
+            "usage": USAGE,
+            "time_remaining_ms": {"type": "integer"},
+            "near_expiry": {"type": "boolean"},
+        },
+        [
+            "id",
+            "agent_id",
+            "user_id",
+            "status",
+            "offset",
+            "head",
+            "message_count",
+            "created_at",
+            "updated_at",
+            "timeout",
+            "concurrency",
+            "metadata",
+            "attributes",
+        ],
+    ),
+    "Message": obj(
+        {
+            "id": STRING,
+            "session_id": STRING,
+            "offset": OFFSET,
+            "role": {"enum": ["user", "assistant", "system", "tool"]},
+            "author_id": nullable(STRING),
+            "content": STRING,
+            "attachments": {"type": "array"},
+            "metadata": ANY_OBJECT,
+            "usage": nullable(USAGE),
+            "created_at": TIME,
+        },
+        ["id", "session_id", "offset", "role", "content", "created_at"],
+    ),
+    "Event": obj(
+        {"offset": OFFSET, "type": STRING, "at": TIME, "data": ANY_OBJECT},
+        ["offset", "type", "at", "data"],
+        description="One entry of the session's log (the audit view).",
+    ),
+    "Checkpoint": obj(
+        {
+            "id": STRING,
+            "name": STRING,
+            "description": nullable(STRING),
+            "offset": OFFSET,
+            "message_count": {"type": "integer"},
+            "created_at": TIME,
+        },
+        ["id", "name", "offset", "message_count", "created_at"],
+    ),
+    "SessionList": obj(
+        {
+            "sessions": {"type": "array", "items": ref("Session")},
+            "next_cursor": nullable(STRING),
+            "total": {"type": "integer"},
+        },
+        ["sessions", "next_cursor", "total"],
+    ),
+    "History": obj(
+        {
+            "messages": {"type": "array", "items": ref("Message")},
+            "has_more": {"type": "boolean"},
+        },
+        ["messages", "has_more"],
+    ),
+    "EventPage": obj(
+        {
+            "events": {"type": "array", "items": ref("Event")},
+            "has_more": {"type": "boolean"},
+        },
+        ["events", "has_more"],
+    ),
+    "CheckpointList": obj(
+        {"checkpoints": {"type": "array", "items": ref("Checkpoint")}}, ["checkpoints"]
+    ),
+    "SendResult": obj(
+        {
+            "user_message": ref("Message"),
+            "reply": nullable(ref("Message")),
+            "tool_calls": {"type": "array"},
+            "usage": USAGE,
+            "steps": {"type": "integer"},
+            "session": ref("Session"),
+        },
+        ["user_message", "reply", "tool_calls", "usage", "steps", "session"],
+    ),
+    "TurnEvent": obj(
+        {
+            "type": {
+                "enum": [
+                    "message_start",
+                    "content_block_start",
+                    "text_delta",
+                    "input_json_delta",
+                    "content_block_stop",
+                    "message_delta",
+                    "message_stop",
+                    "ping",
+                    "error",
+                    "done",
+                ]
+            }
+        },
+        ["type"],
+        description="One SSE event of a streamed turn; the SSE event name is its type. "
+        "`done` carries the SendResult fields, `error` a Problem as `error`.",
+    ),
+    "Branches": obj(
+        {
+            "session_id": STRING,
+            "parent": nullable(obj({"session_id": STRING, "offset": OFFSET})),
+            "restores": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "offset": OFFSET,
+                        "to_offset": OFFSET,
+                        "checkpoint_id": nullable(STRING),
+                        "message_count": {"type": "integer"},
+                        "at": TIME,
+                    }
+                ),
+            },
+            "forks": {
+                "type": "array",
+                "items": obj(
+                    {"session_id": STRING, "offset": OFFSET, "created_at": TIME}
+                ),
+            },
+        },
+        ["session_id", "parent", "restores", "forks"],
+    ),
+    "Export": obj(
+        {
+            "format": STRING,
+            "exported_at": TIME,
+            "session": ref("Session"),
+            "checkpoints": {"type": "array", "items": ref("Checkpoint")},
+            "messages": {"type": "array", "items": ref("Message")},
+        },
+        ["format", "session", "checkpoints", "messages"],
+    ),
+    "Health": obj(
+        {
+            "status": {"enum": ["ok", "unavailable"]},
+            "store": {"enum": ["ok", "unreachable"]},
+            "live_actors": {"type": "integer"},
+            "sessions_active": {"type": "integer"},
+            "version": STRING,
+        },
+        ["status", "store", "live_actors", "sessions_active", "version"],
+    ),
+    "CreateSession": obj(
+        {
+            "agent_id": {"type": "string", "maxLength": 256},
+            "user_id": nullable(STRING),
+            "channel_id": nullable(STRING),
+            "peer_id": nullable(STRING),
+            "scope": nullable({"enum": ["main", "per-peer", "per-channel-peer"]}),
+            "group": nullable({"type": "boolean"}),
+            "session_id": nullable(
+                {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
+            ),
+            "name": nullable(STRING),
+            "metadata": nullable(ANY_OBJECT),
+            "attributes": nullable(ANY_OBJECT),
+            "timeout": nullable(obj(TIMEOUT_FIELDS, closed=True)),
+            "concurrency": nullable({"enum": ["enqueue", "reject", "interrupt"]}),
+        },
+        ["agent_id"],
+        closed=True,
+    ),
+    "UpdateSession": obj(
+        {
+            "name": nullable(STRING),
+            "pinned": {"type": "boolean"},
+            "attributes": {
+                **ANY_OBJECT,
+                "description": "Deep merge; null deletes a key.",
+            },
+            "metadata": ANY_OBJECT,
+        },
+        closed=True,
+    ),
+    "SendMessage": obj(
+        {
+            "content": STRING,
+            "role": {"enum": ["user", "assistant", "system", "tool"]},
+            "attachments": {"type": "array"},
+            "metadata": ANY_OBJECT,
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "Seconds.",
+            },
+        },
+        ["content"],
+        closed=True,
+    ),
+    "SaveCheckpoint": obj(
+        {"name": STRING, "description": nullable(STRING)}, ["name"], closed=True
+    ),
+    "Rewind": obj({"offset": OFFSET}, ["offset"], closed=True),
+    "Fork": obj(
+        {
+            "offset": nullable(OFFSET),
+            "session_id": nullable(
+                {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}
+            ),
+        },
+        closed=True,
+    ),
+    "TimeoutChange": obj(
+        {name: nullable(schema) for name, schema in TIMEOUT_FIELDS.items()}, closed=True
+    ),
+    "Empty": obj({}, closed=True),
+    "SocketClientMessage": obj(
+        {
+            "type": {"enum": ["message", "ping"]},
+            "content": STRING,
+            "role": STRING,
+            "attachments": {"type": "array"},
+            "metadata": ANY_OBJECT,
+            "idempotency_key": STRING,
+            "expected_offset": OFFSET,
+        },
+        ["type"],
+        closed=True,
+    ),
+    "SocketServerMessage": obj(
+        {
+            "type": {"enum": ["event", "delta", "accepted", "error", "ping", "pong"]},
+            "offset": OFFSET,
+            "event": ANY_OBJECT,
+            "message": ref("Message"),
+            "error": ref("Problem"),
+        },
+        ["type"],
+    ),
+}
+
+# ---------------------------------------------------------------------- parameters
+
+PARAMETERS: dict[str, Schema] = {
+    "id": {"name": "id", "in": "path", "required": True, "schema": STRING},
+    "cid": {"name": "cid", "in": "path", "required": True, "schema": STRING},
+    "IfMatch": {
+        "name": "If-Match",
+        "in": "header",
+        "schema": STRING,
+        "description": "The offset the session must be at (409 otherwise).",
+    },
+    "IdempotencyKey": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": {"type": "string", "maxLength": 255},
+        "description": "A retry with the same key returns the first result, "
+        "writes nothing.",
+    },
+}
+
+
+def param(name: str) -> Schema:
+    """A reference to a component parameter."""
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+def query_param(name: str, schema: Schema, description: str | None = None) -> Schema:
+    """A query parameter."""
+    found: Schema = {"name": name, "in": "query", "schema": schema}
+    if description:
+        found["description"] = description
+    return found
+
+
+def content(schema: Schema, media_type: str = JSON) -> Schema:
+    """A content map."""
+    return {media_type: {"schema": schema}}
+
+
+def ok(schema_name: str, description: str = "OK") -> Schema:
+    """A JSON response of a component."""
+    return {"description": description, "content": content(ref(schema_name))}
+
+
+ERRORS: Schema = {
+    "default": {
+        "description": "An error (problem+json).",
+        "content": content(ref("Problem"), PROBLEM),
+    }
+}
+LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+
+
+def operation(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Schema],
+    *,
+    parameters: list[Schema] | None = None,
+    body: str | None = None,
+    body_required: bool = True,
+    write: bool = False,
+) -> Schema:
+    """One operation; every one may answer a problem."""
+    found: Schema = {
+        "operationId": operation_id,
+        "summary": summary,
+        "responses": {**responses, **ERRORS},
+    }
+    params = list(parameters or [])
+    if write:
+        params += [param("IfMatch"), param("IdempotencyKey")]
+    if params:
+        found["parameters"] = params
+    if body:
+        found["requestBody"] = {
+            "required": body_required,
+            "content": content(ref(body)),
+        }
+    return found
+
+
+SESSION_OK = ok("Session")
+
+
+def paths() -> dict[str, Schema]:
+    """Every path and operation."""
+    sid = [param("id")]
+    return {
+        "/v1/sessions": {
+            "post": operation(
+                "createSession",
+                "Create a session (get-or-create with a scope or a known session_id).",
+                {
+                    "201": ok("Session", "Created"),
+                    "200": ok("Session", "Found (get-or-create)"),
+                },
+                body="CreateSession",
+                write=True,
+            ),
+            "get": operation(
+                "listSessions",
+                "List the caller's sessions, newest first.",
+                {"200": ok("SessionList")},
+                parameters=[
+                    query_param("user_id", STRING),
+                    query_param("agent_id", STRING),
+                    query_param("status", {"enum": ["active", "expired", "ended"]}),
+                    query_param("pinned", {"type": "boolean"}),
+                    query_param("q", STRING, "Matches the name."),
+                    query_param("limit", LIMIT),
+                    query_param("cursor", STRING),
+                ],
+            ),
+        },
+        "/v1/sessions/{id}": {
+            "parameters": sid,
+            "get": operation("getSession", "One session.", {"200": SESSION_OK}),
+            "patch": operation(
+                "updateSession",
+                "Rename, pin, merge attributes, replace metadata.",
+                {"200": SESSION_OK},
+                body="UpdateSession",
+                write=True,
+            ),
+            "delete": operation(
+                "deleteSession",
+                "End the session (purge=true also makes its content unrecoverable).",
+                {"200": SESSION_OK},
+                parameters=[query_param("purge", {"type": "boolean"})],
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/messages": {
+            "parameters": sid,
+            "post": operation(
+                "sendMessage",
+                "Send a message: wait for the reply (JSON), stream the turn "
+                "(Accept: text/event-stream), or accept it (wait=false, 202).",
+                {
+                    "200": {
+                        "description": "The turn's result, or its SSE stream.",
+                        "content": {
+                            **content(ref("SendResult")),
+                            **content(ref("TurnEvent"), SSE),
+                        },
+                    },
+                    "202": ok(
+                        "Message", "Recorded; the reply follows on the event stream."
+                    ),
+                },
+                parameters=[query_param("wait", {"type": "boolean"})],
+                body="SendMessage",
+                write=True,
+            ),
+            "get": operation(
+                "getHistory",
+                "A page of the visible history.",
+                {"200": ok("History")},
+                parameters=[
+                    query_param("limit", LIMIT),
+                    query_param("before", OFFSET, "Exclusive offset."),
+                    query_param("after", OFFSET, "Exclusive offset."),
+                    query_param("order", {"enum": ["asc", "desc"]}),
+                ],
+            ),
+        },
+        "/v1/sessions/{id}/events": {
+            "parameters": sid,
+            "get": operation(
+                "getEvents",
+                "The session's log; with Accept: text/event-stream a live tail "
+                "(SSE id = offset, resumable with Last-Event-ID).",
+                {
+                    "200": {
+                        "description": "A page of the log, or its live SSE tail.",
+                        "content": {
+                            **content(ref("EventPage")),
+                            **content(ref("Event"), SSE),
+                        },
+                    },
+                    "204": {
+                        "description": "The session is over and the client has it all."
+                    },
+                },
+                parameters=[
+                    query_param("after", OFFSET),
+                    query_param("limit", LIMIT, "JSON only."),
+                    {"name": "Last-Event-ID", "in": "header", "schema": STRING},
+                ],
+            ),
+        },
+        "/v1/sessions/{id}/state": {
+            "parameters": sid,
+            "get": operation(
+                "getStateAt",
+                "The session as it was at an offset (default: now).",
+                {"200": SESSION_OK},
+                parameters=[query_param("offset", OFFSET)],
+            ),
+        },
+        "/v1/sessions/{id}/checkpoints": {
+            "parameters": sid,
+            "post": operation(
+                "saveCheckpoint",
+                "Save a checkpoint at the current offset.",
+                {"201": ok("Checkpoint", "Created")},
+                body="SaveCheckpoint",
+                write=True,
+            ),
+            "get": operation(
+                "listCheckpoints", "The checkpoints.", {"200": ok("CheckpointList")}
+            ),
+        },
+        "/v1/sessions/{id}/checkpoints/{cid}/restore": {
+            "parameters": [param("id"), param("cid")],
+            "post": operation(
+                "restoreCheckpoint",
+                "Move the head back to the checkpoint (non-destructive).",
+                {"200": SESSION_OK},
+                body="Empty",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/checkpoints/{cid}": {
+            "parameters": [param("id"), param("cid")],
+            "delete": operation(
+                "deleteCheckpoint",
+                "Delete a checkpoint.",
+                {"204": {"description": "Deleted."}},
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/rewind": {
+            "parameters": sid,
+            "post": operation(
+                "rewind",
+                "Move the head back to an offset.",
+                {"200": SESSION_OK},
+                body="Rewind",
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/fork": {
+            "parameters": sid,
+            "post": operation(
+                "fork",
+                "A new session: this one's history at the offset (default head).",
+                {"201": ok("Session", "Created")},
+                body="Fork",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/branches": {
+            "parameters": sid,
+            "get": operation(
+                "getBranches", "Restores and forks.", {"200": ok("Branches")}
+            ),
+        },
+        "/v1/sessions/{id}/clear": {
+            "parameters": sid,
+            "post": operation(
+                "clear",
+                "Empty the visible history, keep the session.",
+                {"200": SESSION_OK},
+                body="Empty",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/reset": {
+            "parameters": sid,
+            "post": operation(
+                "reset",
+                "End it and start a fresh session on the same scope key.",
+                {"200": ok("Session", "The new session.")},
+                body="Empty",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/export": {
+            "parameters": sid,
+            "get": operation(
+                "export",
+                "Export the session with its metadata.",
+                {
+                    "200": {
+                        "description": "JSON, markdown or text.",
+                        "content": {
+                            **content(ref("Export")),
+                            "text/markdown": {"schema": STRING},
+                            "text/plain": {"schema": STRING},
+                        },
+                    }
+                },
+                parameters=[
+                    query_param("format", {"enum": ["json", "markdown", "text"]})
+                ],
+            ),
+        },
+        "/v1/sessions/{id}/heartbeat": {
+            "parameters": sid,
+            "post": operation(
+                "heartbeat",
+                "Record activity (renews when auto_renew).",
+                {"200": SESSION_OK},
+                body="Empty",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/renew": {
+            "parameters": sid,
+            "post": operation(
+                "renew",
+                "Renew now; 422 renewal_refused past the maximum duration.",
+                {"200": SESSION_OK},
+                body="Empty",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/timeout": {
+            "parameters": sid,
+            "patch": operation(
+                "updateTimeout",
+                "Change only the named policy fields (400 when out of range).",
+                {"200": SESSION_OK},
+                body="TimeoutChange",
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/ws": {
+            "parameters": sid,
+            "get": operation(
+                "sessionSocket",
+                "WebSocket: send SocketClientMessage, receive SocketServerMessage "
+                "(the session's events and turn deltas).",
+                {
+                    "101": {
+                        "description": "Switching protocols.",
+                        "content": content(ref("SocketServerMessage")),
+                    }
+                },
+                parameters=[query_param("after", OFFSET, "Replay from this offset.")],
+            ),
+        },
+        "/v1/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Health (no key needed).",
+                "security": [],
+                "responses": {
+                    "200": ok("Health"),
+                    "503": ok("Health", "The store is unreachable."),
+                    **ERRORS,
+                },
+            }
+        },
+        "/metrics": {
+            "get": operation(
+                "metrics",
+                "Prometheus metrics.",
+                {
+                    "200": {
+                        "description": "Prometheus text.",
+                        "content": {"text/plain": {"schema": STRING}},
+                    }
+                },
+            )
+        },
+        "/openapi.json": {
+            "get": operation(
+                "openapi",
+                "This document.",
+                {
+                    "200": {
+                        "description": "OpenAPI 3.1.",
+                        "content": content(ANY_OBJECT),
+                    }
+                },
+            )
+        },
+    }
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sessiond native API",
+            "version": VERSION,
+            "description": "Durable sessions for AI agents. Errors are "
+            "application/problem+json with a stable code.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key from SESSIOND_API_KEYS (if set).",
+                }
+            },
+        },
+    }
+
+
+def operations() -> set[tuple[str, str]]:
+    """``(METHOD, path)`` of every operation in the document."""
+    return {
+        (method.upper(), path)
+        for path, item in document()["paths"].items()
+        for method in item
+        if method in HTTP_METHODS
+    }

@@ -1,0 +1,237 @@
+"""Server-sent events: a turn as it happens, and the live tail of a session's log.
+
+Tail frames carry ``id: <offset>``, so a client (``EventSource`` does this by
+itself) resumes with ``Last-Event-ID`` after a disconnect or a server restart:
+the backlog after that offset comes from the log, then live events, with no gap
+and no duplicate. The SSE event name is the item's ``type``: the log entry's type
+(``opened``, ``message_appended``, …) for recorded events, the delta's type
+(``text_delta``, …) for live turn deltas, which have no id. Waiting costs no CPU;
+every ``ping_seconds`` of silence the stream sends a ``ping`` and re-checks that
+the caller may still see the session (it closes when not, or when the session
+is no longer active). The stream ends when the server shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.codec import dumps, parse_offset_text, query
+from gateway.context import Gateway, caller, session_id
+from gateway.errors import log_unexpected, problem_of
+from runtime import DomainError, RuntimeFault
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RETRY_MILLISECONDS = 2000
+DRAINED: Any = object()
+PING = {"type": "ping"}
+
+
+def wants_event_stream(request: Request) -> bool:
+    """Whether the client asked for ``text/event-stream``."""
+    for part in request.headers.get("accept", "").split(","):
+        media_type, *parameters = part.split(";")
+        if media_type.strip().lower() != "text/event-stream":
+            continue
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q" and value.strip() in (
+                "0",
+                "0.0",
+                "0.00",
+                "0.000",
+            ):
+                return False
+        return True
+    return False
+
+
+def frame(item: Any, *, event: str | None = None, offset: int | None = None) -> bytes:
+    """One SSE frame; the data is compact JSON on one line."""
+    lines = b""
+    if offset is not None:
+        lines += b"id: %d\n" % offset
+    if event is not None:
+        lines += b"event: " + event.encode() + b"\n"
+    return lines + b"data: " + dumps(item) + b"\n\n"
+
+
+async def next_or_timeout(
+    get: Callable[[], Awaitable[Any]],
+    pending: asyncio.Future[Any] | None,
+    timeout: float,
+    draining: asyncio.Event | None,
+) -> tuple[Any, asyncio.Future[Any] | None]:
+    """Wait up to ``timeout`` for the next item of ``get``.
+
+    Returns ``(item, None)``, or ``(None, still_pending)`` on timeout (the wait
+    goes on at the next call, so nothing is lost), or ``(DRAINED, pending)`` when
+    the server is shutting down.
+    """
+    task = pending if pending is not None else asyncio.ensure_future(get())
+    waiters: set[asyncio.Future[Any]] = {task}
+    drained: asyncio.Future[Any] | None = None
+    if draining is not None:
+        drained = asyncio.ensure_future(draining.wait())
+        waiters.add(drained)
+    try:
+        done, _ = await asyncio.wait(
+            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        if drained is not None and not drained.done():
+            drained.cancel()
+    if task in done:
+        return task.result(), None
+    if drained is not None and drained in done:
+        return DRAINED, task
+    return None, task
+
+
+async def cancel(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a pending wait and let it unwind."""
+    if task is not None and not task.done():
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+# ---------------------------------------------------------------------- turns
+
+
+async def turn_stream(
+    request: Request, sid: str, content: str, *, timeout: float | None, **arguments: Any
+) -> Response:
+    """Stream one turn (``message_start`` … ``done``). Errors before the user
+    message is recorded are plain problem responses; later ones an ``error``
+    event."""
+    gateway, aruntime, _ = caller(request)
+    # AsyncRuntime.stream is an async generator (it is declared an iterator)
+    turn = cast(
+        "AsyncGenerator[dict[str, Any], None]",
+        aruntime.stream(sid, content, timeout=timeout, **arguments),
+    )
+    try:
+        first = await turn.__anext__()
+    except BaseException:
+        await turn.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        gateway.metrics.stream_opened("sse")
+        pending: asyncio.Future[Any] | None = None
+        try:
+            yield frame(first, event=first["type"])
+            while True:
+                try:
+                    item, pending = await next_or_timeout(
+                        turn.__anext__, pending, gateway.limits.ping_seconds, None
+                    )
+                except StopAsyncIteration:
+                    return
+                except Exception as error:
+                    if not isinstance(error, DomainError | RuntimeFault):
+                        log_unexpected(error, request.scope)
+                    yield frame(
+                        {"type": "error", "error": problem_of(error)}, event="error"
+                    )
+                    return
+                if item is None:
+                    yield frame(PING, event="ping")
+                    continue
+                yield frame(item, event=item["type"])
+                if item["type"] == "done":
+                    return
+        finally:
+            await cancel(pending)
+            await turn.aclose()
+            gateway.metrics.stream_closed("sse")
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+# ---------------------------------------------------------------------- the log
+
+
+async def event_stream(request: Request) -> Response:
+    """The live tail of the session's log from ``Last-Event-ID`` (or ``?after``)."""
+    gateway, aruntime, principal = caller(request)
+    params = query(request, {"after": "integer"})
+    last_event_id = request.headers.get("last-event-id")
+    after = (
+        parse_offset_text(last_event_id, "Last-Event-ID")
+        if last_event_id is not None
+        else params.get("after", 0)
+    )
+    sid = session_id(request)
+    slots = contextlib.ExitStack()
+    slots.enter_context(gateway.streams.hold(principal.id))
+    try:
+        document = await aruntime.get(sid, principal=principal)
+        if document["status"] != "active" and after >= document["offset"]:
+            # nothing more will come: 204 tells EventSource not to reconnect
+            slots.close()
+            return Response(status_code=204)
+        tail = await aruntime.tail(sid, principal=principal, after=after)
+    except BaseException:
+        slots.close()
+        raise
+    return StreamingResponse(
+        _tail_frames(gateway, tail, sid, principal, slots),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _tail_frames(
+    gateway: Gateway, tail: Any, sid: str, principal: Any, slots: contextlib.ExitStack
+) -> AsyncIterator[bytes]:
+    gateway.metrics.stream_opened("sse")
+    pending: asyncio.Future[Any] | None = None
+    try:
+        yield b"retry: %d\n\n" % RETRY_MILLISECONDS
+        while True:
+            item, pending = await next_or_timeout(
+                lambda: tail.get(None),
+                pending,
+                gateway.limits.ping_seconds,
+                gateway.draining,
+            )
+            if item is DRAINED:
+                return
+            if item is None:
+                if not await still_visible(gateway, sid, principal):
+                    return
+                yield frame(PING, event="ping")
+                continue
+            if item["type"] == "event":
+                yield frame(
+                    item["event"], event=item["event"]["type"], offset=item["offset"]
+                )
+            else:
+                yield frame(item["event"], event=item["event"].get("type", "delta"))
+    finally:
+        await cancel(pending)
+        await tail.aclose()
+        slots.close()
+        gateway.metrics.stream_closed("sse")
+
+
+async def still_visible(gateway: Gateway, sid: str, principal: Any) -> bool:
+    """Whether an open stream may go on: the caller still sees the session and
+    it is still active."""
+    try:
+        document = await gateway.aruntime.get(sid, principal=principal)
+    except (DomainError, RuntimeFault):
+        return False
+    return bool(document["status"] == "active")
