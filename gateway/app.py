@@ -24,6 +24,7 @@ from starlette.middleware import Middleware
 
 from gateway.auth import Authenticator, AuthMiddleware, FailureLimiter
 from gateway.context import Gateway
+from gateway.dialects import ROUTES as DIALECT_ROUTES
 from gateway.errors import EXCEPTION_HANDLERS, CatchAllMiddleware
 from gateway.idempotency import IdempotencyCache
 from gateway.limits import BodyLimitMiddleware, Limits, StreamSlots
@@ -83,7 +84,7 @@ def create_app(
             logger.info("sessiond gateway stopped")
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *DIALECT_ROUTES],
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(CatchAllMiddleware),

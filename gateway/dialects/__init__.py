@@ -1,0 +1,19 @@
+"""Drop-in dialects of the systems sessiond replaces, each a thin mapping onto
+``runtime.Runtime`` with the original's paths, envelopes, fields and codes:
+
+- :mod:`gateway.dialects.eliza` — ElizaOS messaging sessions, ``/api/messaging/sessions``
+- :mod:`gateway.dialects.assistant` — the kcosr/assistant sessions plugin,
+  ``POST /api/plugins/sessions/operations/<op>``
+- :mod:`gateway.dialects.wingman` — wingman's session server, ``/sessions``
+
+Their routes are mounted beside the native API's; the OpenAPI document describes
+the native API only.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+from gateway.dialects import assistant, eliza, wingman
+
+ROUTES: list[BaseRoute] = [*eliza.ROUTES, *assistant.ROUTES, *wingman.ROUTES]

@@ -1,0 +1,7 @@
+"""The assistant dialect (see reference/dialects.md); routes added by its module."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+ROUTES: list[BaseRoute] = []
