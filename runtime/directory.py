@@ -9,8 +9,10 @@ snapshot and the tail of its log.
 A session being passivated is marked *stopping* until its actor has fully stopped;
 ``get_or_start`` waits for that before starting a successor, so two actors of one
 session never run at the same time. Commands already queued on the old actor run
-before it stops; one sent after the stop fails with ``ActorDeadError`` and the
-runtime retries it on the successor.
+before it stops; one sent after the stop fails with ``ActorDeadError``. The
+runtime queues its commands through ``get_or_start(…, send=…)``, under the lock,
+so only an actor that stopped by itself (a storage error) refuses one, and the
+runtime then retries it on the successor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +75,15 @@ class ActorDirectory:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.stats = DirectoryStats()
 
-    def get_or_start(self, session_id: str) -> Any:
-        """The live actor proxy of a session, starting one if there is none."""
+    def get_or_start(
+        self, session_id: str, send: Callable[[Any], Any] | None = None
+    ) -> Any:
+        """The live actor proxy of a session, starting one if there is none.
+
+        With ``send``, returns ``send(proxy)`` called under the directory's lock:
+        a message it queues is ahead of any stop the directory sends later
+        (passivation, the live-actor cap), so that actor always handles it.
+        """
         while True:
             evicted: list[tuple[str, _Entry]] = []
             with self._lock:
@@ -90,7 +100,7 @@ class ActorDirectory:
                         evicted = self._over_cap()
                     entry.last_used = self._clock.monotonic()
                     self._entries.move_to_end(session_id)
-                    proxy = entry.proxy
+                    proxy = entry.proxy if send is None else send(entry.proxy)
             if waiting_for is not None:
                 stopped = waiting_for.wait(self._stop_timeout)
                 if not stopped and not waited_ref.is_alive():

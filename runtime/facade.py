@@ -271,12 +271,15 @@ class Runtime:
         return row
 
     def _ask(self, session_id: str, method: str, argument: Callable[[Session], T]) -> T:
-        # A command sent to an actor that is stopping fails with ActorDeadError
-        # without having run; it is then safe to resend it to the successor.
+        # The command is queued under the directory's lock, so passivation and
+        # the live-actor cap never refuse it. An actor that stopped by itself (a
+        # storage error) refuses it with ActorDeadError without having run it;
+        # it is then safe to resend it to the successor.
         for _ in range(8):
-            proxy = self.directory.get_or_start(session_id)
+            future = self.directory.get_or_start(
+                session_id, lambda proxy: getattr(proxy, method)(argument)
+            )
             try:
-                future = getattr(proxy, method)(argument)
                 return future.get(timeout=self.settings.actor_timeout)  # type: ignore[no-any-return]
             except pykka.ActorDeadError:
                 continue
