@@ -645,11 +645,15 @@ class Session(BaseAggregate[str]):
 
     def _renewed_deadline(self, timestamp: datetime) -> datetime | None:
         # Auto-renewal on activity, refused (silently) at the maximum duration.
-        if not self.timeout["auto_renew"] or timestamp >= max_end(
-            self.timeout, self.created_at
-        ):
+        if not self.timeout["auto_renew"] or not self._can_extend(timestamp):
             return None
         return deadline(self.timeout, self.created_at, timestamp)
+
+    def _can_extend(self, timestamp: datetime) -> bool:
+        """Whether renewing at ``timestamp`` can still move the deadline: not once
+        the maximum duration is reached, nor once the deadline sits at its cap."""
+        cap = max_end(self.timeout, self.created_at)
+        return timestamp < cap and self.expires_at < cap
 
     def rename(self, *, timestamp: datetime, name: str | None) -> None:
         """Rename (``None`` clears); uniqueness per user is checked by the runtime."""
@@ -787,7 +791,7 @@ class Session(BaseAggregate[str]):
             RenewalRefusedError: the session reached its maximum duration.
         """
         self.check_writable()
-        if timestamp >= max_end(self.timeout, self.created_at):
+        if not self._can_extend(timestamp):
             raise RenewalRefusedError(
                 f"session {self.id} reached its maximum duration and cannot be renewed"
             )
@@ -803,9 +807,7 @@ class Session(BaseAggregate[str]):
         """Record that the client is alive: renews when ``auto_renew`` is on and
         the maximum duration is not reached. Returns whether it renewed."""
         self.check_writable()
-        if not self.timeout["auto_renew"] or timestamp >= max_end(
-            self.timeout, self.created_at
-        ):
+        if not self.timeout["auto_renew"] or not self._can_extend(timestamp):
             return False
         self.renew(timestamp=timestamp, reason="heartbeat")
         return True

@@ -107,6 +107,23 @@ SCHEMAS: dict[str, Schema] = {
             "usage": USAGE,
             "time_remaining_ms": {"type": "integer"},
             "near_expiry": {"type": "boolean"},
+            "reset_policy": obj(
+                {
+                    "daily_at": nullable(STRING),
+                    "idle_minutes": nullable({"type": "integer"}),
+                },
+                ["daily_at", "idle_minutes"],
+            ),
+            "webhook": nullable(
+                obj(
+                    {
+                        "url": STRING,
+                        "events": nullable({"type": "array", "items": STRING}),
+                        "headers": {"type": "object", "additionalProperties": STRING},
+                    },
+                    ["url", "headers"],
+                )
+            ),
         },
         [
             "id",
@@ -321,6 +338,55 @@ SCHEMAS: dict[str, Schema] = {
         {name: nullable(schema) for name, schema in TIMEOUT_FIELDS.items()}, closed=True
     ),
     "Empty": obj({}, closed=True),
+    "WebhookSet": obj(
+        {
+            "url": nullable({"type": "string", "format": "uri"}),
+            "headers": nullable({"type": "object", "additionalProperties": STRING}),
+            "events": nullable({"type": "array", "items": STRING}),
+        },
+        ["url"],
+        closed=True,
+    ),
+    "ResetPolicyChange": obj(
+        {
+            "daily_at": nullable({"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}),
+            "idle_minutes": nullable({"type": "integer", "minimum": 1}),
+        },
+        closed=True,
+    ),
+    "WebhookDeliveries": obj(
+        {
+            "deliveries": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": {"type": "integer"},
+                        "offset": OFFSET,
+                        "url": STRING,
+                        "status": {"enum": ["pending", "delivered", "failed"]},
+                        "attempts": {
+                            "type": "array",
+                            "items": obj(
+                                {
+                                    "attempt": {"type": "integer"},
+                                    "at": TIME,
+                                    "status_code": nullable({"type": "integer"}),
+                                    "error": nullable(STRING),
+                                    "duration_ms": {"type": "integer"},
+                                },
+                                ["attempt", "at"],
+                            ),
+                        },
+                        "next_attempt_at": nullable(TIME),
+                        "last_status": nullable({"type": "integer"}),
+                        "last_error": nullable(STRING),
+                    },
+                    ["id", "offset", "url", "status", "attempts"],
+                ),
+            }
+        },
+        ["deliveries"],
+    ),
     "SocketClientMessage": obj(
         {
             "type": {"enum": ["message", "ping"]},
@@ -678,6 +744,36 @@ def paths() -> dict[str, Schema]:
                 "Change only the named policy fields (400 when out of range).",
                 {"200": SESSION_OK},
                 body="TimeoutChange",
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/webhook": {
+            "parameters": sid,
+            "put": operation(
+                "setWebhook",
+                "Deliver the session's events to a URL from the durable outbox "
+                "(url null removes it); header values are never shown back.",
+                {"200": SESSION_OK},
+                body="WebhookSet",
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/webhook/deliveries": {
+            "parameters": sid,
+            "get": operation(
+                "webhookDeliveries",
+                "The session's webhook deliveries, newest first, with every attempt.",
+                {"200": ok("WebhookDeliveries")},
+            ),
+        },
+        "/v1/sessions/{id}/reset-policy": {
+            "parameters": sid,
+            "patch": operation(
+                "setResetPolicy",
+                "Opt in to (or out of, with null) a daily reset at daily_at (HH:MM UTC) "
+                "and an idle reset after idle_minutes.",
+                {"200": SESSION_OK},
+                body="ResetPolicyChange",
                 write=True,
             ),
         },

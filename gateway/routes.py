@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from gateway import branches, messages, ops, sessions, ws
+from gateway import branches, hooks, messages, ops, sessions, ws
 
 SESSION = "/v1/sessions/{id}"
 
@@ -41,6 +41,9 @@ ROUTES: list[BaseRoute] = [
     Route(SESSION + "/heartbeat", sessions.heartbeat, methods=["POST"]),
     Route(SESSION + "/renew", sessions.renew, methods=["POST"]),
     Route(SESSION + "/timeout", sessions.update_timeout, methods=["PATCH"]),
+    Route(SESSION + "/webhook", hooks.set_webhook, methods=["PUT"]),
+    Route(SESSION + "/webhook/deliveries", hooks.webhook_deliveries, methods=["GET"]),
+    Route(SESSION + "/reset-policy", hooks.set_reset_policy, methods=["PATCH"]),
     WebSocketRoute(SESSION + "/ws", ws.session_socket),
     Route("/v1/health", ops.health, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),

@@ -58,8 +58,14 @@ def _is_datetime_key(key: str) -> bool:
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
-    """Serialise an event's (or snapshot's) state, leaving out ``None`` values."""
-    return orjson.dumps({k: v for k, v in state.items() if v is not None})
+    """Serialise an event's (or snapshot's) state, leaving out ``None`` values.
+
+    UTC datetimes are written with ``Z`` rather than ``+00:00`` (5 bytes less
+    each; ``datetime.fromisoformat`` reads both, so older rows read the same).
+    """
+    return orjson.dumps(
+        {k: v for k, v in state.items() if v is not None}, option=orjson.OPT_UTC_Z
+    )
 
 
 def restore_datetimes(state: dict[str, Any]) -> dict[str, Any]:

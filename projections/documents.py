@@ -62,8 +62,12 @@ def session_document(session: Session) -> dict[str, Any]:
 
 def stored_time(text: str) -> str:
     """:func:`format_time` of a timestamp as the codec stores it (RFC 3339 text),
-    without parsing it in the usual case (UTC, with microseconds)."""
-    if len(text) == 32 and text[19] == "." and text.endswith("+00:00"):
+    without parsing it in the usual case (UTC, with microseconds; written with
+    ``Z``, or ``+00:00`` by earlier versions)."""
+    if text[19:20] == "." and (
+        (len(text) == 27 and text[26] == "Z")
+        or (len(text) == 32 and text.endswith("+00:00"))
+    ):
         return text[:23] + "Z"
     formatted = format_time(datetime.fromisoformat(text))
     assert formatted is not None
@@ -113,12 +117,16 @@ def event_type_name(topic: str) -> str:
     return EVENT_TYPE_NAMES.get(topic, topic)
 
 
+_HIDDEN_EVENT_FIELDS = frozenset({"timestamp", "originator_topic", "owner_id"})
+"""Stored fields an event's public data leaves out (``owner_id`` is internal)."""
+
+
 def event_document(offset: int, topic: str, state: dict[str, Any]) -> dict[str, Any]:
     """The ``Event`` resource: one entry of a session's log (the audit view)."""
     data: dict[str, Any] = {
         key: format_time(value) if isinstance(value, datetime) else value
         for key, value in state.items()
-        if key not in ("timestamp", "originator_topic")
+        if key not in _HIDDEN_EVENT_FIELDS
     }
     headers = data.get("headers")
     if isinstance(headers, dict):

@@ -68,6 +68,20 @@ def translate_integrity_error(error: IntegrityError, session_id: str) -> Excepti
     )
 
 
+@dataclass(frozen=True)
+class Execute:
+    """Message: run a command (see :meth:`SessionActor.execute`)."""
+
+    command: Callable[[Session], Any]
+
+
+@dataclass(frozen=True)
+class Read:
+    """Message: answer a query (see :meth:`SessionActor.read`)."""
+
+    query: Callable[[Session], Any]
+
+
 class SessionActor(pykka.ThreadingActor):
     """Owns one session's aggregate; see the module docstring."""
 
@@ -87,6 +101,15 @@ class SessionActor(pykka.ThreadingActor):
         self.snapshot_interval = snapshot_interval
         self._on_stop = on_stop
         self._session: Session | None = None
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle an :class:`Execute` or :class:`Read` message (actor thread)."""
+        if isinstance(message, Execute):
+            return self.execute(message.command)
+        if isinstance(message, Read):
+            return self.read(message.query)
+        msg = f"a session actor does not understand {type(message).__name__}"
+        raise TypeError(msg)
 
     def on_stop(self) -> None:
         """Tell the directory (runs on the actor's thread as it stops)."""

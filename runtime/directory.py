@@ -38,10 +38,18 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Entry:
     ref: pykka.ActorRef[Any]
-    proxy: Any
     last_used: float
     stopped: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
+    _proxy: Any = None
+
+    @property
+    def proxy(self) -> Any:
+        # Built on first use only: a pykka proxy costs about a millisecond to
+        # make, and the runtime talks to actors with plain messages.
+        if self._proxy is None:
+            self._proxy = self.ref.proxy()
+        return self._proxy
 
 
 @dataclass
@@ -80,8 +88,8 @@ class ActorDirectory:
     ) -> Any:
         """The live actor proxy of a session, starting one if there is none.
 
-        With ``send``, returns ``send(proxy)`` called under the directory's lock:
-        a message it queues is ahead of any stop the directory sends later
+        With ``send``, returns ``send(actor_ref)`` called under the directory's
+        lock: a message it queues is ahead of any stop the directory sends later
         (passivation, the live-actor cap), so that actor always handles it.
         """
         while True:
@@ -100,7 +108,7 @@ class ActorDirectory:
                         evicted = self._over_cap()
                     entry.last_used = self._clock.monotonic()
                     self._entries.move_to_end(session_id)
-                    proxy = entry.proxy if send is None else send(entry.proxy)
+                    proxy = entry.proxy if send is None else send(entry.ref)
             if waiting_for is not None:
                 stopped = waiting_for.wait(self._stop_timeout)
                 if not stopped and not waited_ref.is_alive():
@@ -172,7 +180,7 @@ class ActorDirectory:
             snapshot_interval=self._snapshot_interval,
             on_stop=self.forget,
         )
-        entry = _Entry(ref=ref, proxy=ref.proxy(), last_used=self._clock.monotonic())
+        entry = _Entry(ref=ref, last_used=self._clock.monotonic())
         self._entries[session_id] = entry
         self.stats.activations += 1
         return entry

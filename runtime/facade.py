@@ -33,6 +33,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from aggregates.errors import (
     InvalidRequestError,
+    OffsetConflictError,
     OffsetOutOfRangeError,
     SessionExpiredError,
 )
@@ -51,7 +52,7 @@ from aggregates.values import (
 )
 from projections.codec import ALIAS_OF, encode_state
 from projections.documents import format_time, message_document, session_document
-from runtime.actor import Outcome
+from runtime.actor import Execute, Outcome, Read
 from runtime.agents import (
     AgentOutput,
     AgentRegistry,
@@ -270,17 +271,17 @@ class Runtime:
             )
         return row
 
-    def _ask(self, session_id: str, method: str, argument: Callable[[Session], T]) -> T:
-        # The command is queued under the directory's lock, so passivation and
+    def _ask(self, session_id: str, message: Execute | Read) -> Any:
+        # The message is queued under the directory's lock, so passivation and
         # the live-actor cap never refuse it. An actor that stopped by itself (a
         # storage error) refuses it with ActorDeadError without having run it;
         # it is then safe to resend it to the successor.
         for _ in range(8):
             future = self.directory.get_or_start(
-                session_id, lambda proxy: getattr(proxy, method)(argument)
+                session_id, lambda ref: ref.ask(message, block=False)
             )
             try:
-                return future.get(timeout=self.settings.actor_timeout)  # type: ignore[no-any-return]
+                return future.get(timeout=self.settings.actor_timeout)
             except pykka.ActorDeadError:
                 continue
             except pykka.Timeout:
@@ -294,6 +295,24 @@ class Runtime:
     ) -> T:
         return self._execute_on(session_id, command)[0]
 
+    def _execute_expecting(
+        self,
+        expected_offset: int | None,
+        session_id: str,
+        command: Callable[[Session], T | Outcome[T]],
+    ) -> T:
+        """:meth:`_execute`, refused with ``OffsetConflictError`` unless the
+        session is at ``expected_offset`` (checked in the actor: atomic)."""
+        if expected_offset is None:
+            return self._execute(session_id, command)
+
+        def checked(session: Session) -> T | Outcome[T]:
+            if session.version != expected_offset:
+                raise OffsetConflictError(expected_offset, session.version)
+            return command(session)
+
+        return self._execute(session_id, checked)
+
     def _execute_on(
         self, session_id: str, command: Callable[[Session], T | Outcome[T]]
     ) -> tuple[T, str]:
@@ -301,7 +320,7 @@ class Runtime:
         deadlines: returns the result and the session it ran on, which is the
         successor when a due daily or idle reset came first."""
         for _ in range(4):
-            outcome = self._ask(session_id, "execute", self._after_deadlines(command))
+            outcome = self._ask(session_id, Execute(self._after_deadlines(command)))
             if isinstance(outcome, _Expired):
                 raise SessionExpiredError(session_id, outcome.expires_at)
             if isinstance(outcome, _ResetTo):
@@ -362,7 +381,7 @@ class Runtime:
         asked: list[str] = self.supervisor.tick().get(timeout=self.settings.actor_timeout)
         for session_id in asked:
             # The session's mailbox is FIFO: this read runs after the lifecycle work.
-            self._ask(session_id, "read", lambda _: None)
+            self._ask(session_id, Read(lambda _: None))
         return asked
 
     def cleanup(
@@ -401,6 +420,7 @@ class Runtime:
         session_id: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
         daily_at: str | None = _UNSET,
         idle_minutes: int | None = _UNSET,
     ) -> dict[str, Any]:
@@ -413,7 +433,7 @@ class Runtime:
             for key, value in (("daily_at", daily_at), ("idle_minutes", idle_minutes))
             if value is not _UNSET
         }
-        self._execute(
+        self._execute_expecting(expected_offset, 
             session_id,
             lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
         )
@@ -454,13 +474,14 @@ class Runtime:
         url: str | None,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
         headers: Mapping[str, str] | None = None,
         events: AnyList | None = None,
     ) -> dict[str, Any]:
         """Deliver the session's events (all, or the ``events`` types named) to
         ``url`` from the durable outbox; ``url=None`` removes the webhook."""
         self._row(session_id, principal)
-        self._execute(
+        self._execute_expecting(expected_offset, 
             session_id,
             lambda s: s.set_webhook(
                 timestamp=self.clock.now(),
@@ -487,11 +508,14 @@ class Runtime:
     def supervise(self, session_id: str) -> Any:
         """Ask a session to act on its passed deadlines, without waiting (for the
         supervisor, which must not block on an actor): returns the pykka future."""
-        proxy = self.directory.get_or_start(session_id)
-        return proxy.execute(self._after_deadlines(_no_command))
+        command = Execute(self._after_deadlines(_no_command))
+        return self.directory.get_or_start(
+            session_id, lambda ref: ref.ask(command, block=False)
+        )
 
     def _read(self, session_id: str, query: Callable[[Session], T]) -> T:
-        return self._ask(session_id, "read", query)
+        result: T = self._ask(session_id, Read(query))
+        return result
 
     def _document(self, session_id: str) -> dict[str, Any]:
         row = self.views.session_row(session_id)
@@ -715,6 +739,7 @@ class Runtime:
         session_id: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
         name: str | None = _UNSET,
         pinned: bool | None = None,
         attributes: Mapping[str, Any] | None = None,
@@ -744,7 +769,7 @@ class Runtime:
             if metadata is not None:
                 session.replace_metadata(timestamp=now, metadata=dict(metadata))
 
-        self._execute(session_id, command)
+        self._execute_expecting(expected_offset, session_id, command)
         return self._document(session_id)
 
     def patch_attributes(
@@ -757,12 +782,26 @@ class Runtime:
         """Deep-merge ``patch`` into the attributes (``None`` deletes a key)."""
         return self.update(session_id, principal=principal, attributes=patch)
 
-    def delete(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
-        """End the session; its log stays readable for audit. Works on an expired
-        session too."""
+    def delete(
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+        purge: bool = False,
+    ) -> dict[str, Any]:
+        """End the session; its log stays readable for audit (works on an expired
+        session too). With ``purge`` its log, snapshots, views and pending
+        webhooks are deleted for good: nothing of it comes back from any call.
+        Returns the ended session."""
         self._row(session_id, principal, allow_expired=True)
-        self._execute(session_id, lambda s: s.end(timestamp=self.clock.now()))
-        return self._document(session_id)
+        self._execute_expecting(
+            expected_offset, session_id, lambda s: s.end(timestamp=self.clock.now())
+        )
+        document = self._document(session_id)
+        if purge:
+            self._purge(session_id)
+        return document
 
     # ------------------------------------------------------------------ messages
 
@@ -1232,12 +1271,13 @@ class Runtime:
         name: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
         description: str | None = None,
     ) -> dict[str, Any]:
         """Save a named checkpoint at the current offset (copies nothing)."""
         self._row(session_id, principal)
         checkpoint_id = self._new_id()
-        checkpoint = self._execute(
+        checkpoint = self._execute_expecting(expected_offset, 
             session_id,
             lambda s: s.save_checkpoint(
                 timestamp=self.clock.now(),
@@ -1277,11 +1317,13 @@ class Runtime:
         return self._document(session_id)
 
     def checkpoint_delete(
-        self, session_id: str, checkpoint_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+        self, session_id: str, checkpoint_id: str, *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
     ) -> None:
         """Delete a checkpoint (the history it pointed at is untouched)."""
         self._row(session_id, principal)
-        self._execute(
+        self._execute_expecting(expected_offset, 
             session_id,
             lambda s: s.delete_checkpoint(timestamp=self.clock.now(), checkpoint_id=checkpoint_id),
         )
@@ -1380,7 +1422,10 @@ class Runtime:
         )
         return self._document(session_id)
 
-    def reset(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+    def reset(self, session_id: str, *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
         """End the session and open a fresh one on the same scope key, in one
         atomic write; returns the new session."""
         self._row(session_id, principal)
@@ -1389,7 +1434,7 @@ class Runtime:
             successor = self._successor(session, self.clock.now(), reason="reset")
             return Outcome(successor.id, (successor,))
 
-        return self._document(self._execute(session_id, command))
+        return self._document(self._execute_expecting(expected_offset, session_id, command))
 
     def export(
         self,
@@ -1461,17 +1506,22 @@ class Runtime:
     # ------------------------------------------------------------------ lifecycle
 
     def heartbeat(
-        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+        self, session_id: str, *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
     ) -> dict[str, Any]:
         """Record that the client is alive; renews when the policy auto-renews."""
         self._row(session_id, principal)
-        self._execute(session_id, lambda s: s.heartbeat(timestamp=self.clock.now()))
+        self._execute_expecting(expected_offset, session_id, lambda s: s.heartbeat(timestamp=self.clock.now()))
         return self._document(session_id)
 
-    def renew(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+    def renew(self, session_id: str, *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
+    ) -> dict[str, Any]:
         """Renew now (``RenewalRefusedError`` past the maximum duration)."""
         self._row(session_id, principal)
-        self._execute(session_id, lambda s: s.renew(timestamp=self.clock.now()))
+        self._execute_expecting(expected_offset, session_id, lambda s: s.renew(timestamp=self.clock.now()))
         return self._document(session_id)
 
     def update_timeout(  # noqa: PLR0913
@@ -1479,6 +1529,7 @@ class Runtime:
         session_id: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
+        expected_offset: int | None = None,
         timeout_minutes: int | None = None,
         auto_renew: bool | None = None,
         max_duration_minutes: int | None = None,
@@ -1492,7 +1543,7 @@ class Runtime:
             "max_duration_minutes": max_duration_minutes,
             "warning_threshold_minutes": warning_threshold_minutes,
         }
-        self._execute(
+        self._execute_expecting(expected_offset, 
             session_id,
             lambda s: s.change_timeout(
                 timestamp=self.clock.now(),

@@ -237,11 +237,13 @@ def test_renewal_stops_at_the_maximum_duration_and_it_expires_on_time() -> None:
     session = new_session(timeout_minutes=60, max_duration_minutes=100)
     say(session, minutes(70))
     assert session.expires_at == minutes(100)  # capped
-    session.renew(timestamp=minutes(90))
-    assert session.expires_at == minutes(100)  # still capped
+    # Once the deadline sits at the cap, a renewal cannot move it: refused.
     with pytest.raises(RenewalRefusedError) as raised:
-        session.renew(timestamp=minutes(100))
+        session.renew(timestamp=minutes(90))
     assert raised.value.code == "renewal_refused"
+    assert session.expires_at == minutes(100)
+    with pytest.raises(RenewalRefusedError):
+        session.renew(timestamp=minutes(100))
     assert session.heartbeat(timestamp=minutes(100)) is False
     session.collect_events()
     assert session.act_on_deadlines(timestamp=minutes(100)) is Due.EXPIRE
@@ -400,7 +402,8 @@ def test_a_renewal_capped_at_the_same_deadline_does_not_warn_twice() -> None:
     say(session, minutes(50))  # deadline capped at 100
     session.act_on_deadlines(timestamp=minutes(95))
     assert kinds(session) == ["MessageAppended", "ExpiryWarned"]
-    session.renew(timestamp=minutes(96))  # capped again: the same deadline
+    with pytest.raises(RenewalRefusedError):  # the deadline already sits at its cap
+        session.renew(timestamp=minutes(96))
     session.collect_events()
     assert session.expires_at == minutes(100)
     assert session.act_on_deadlines(timestamp=minutes(99)) is None

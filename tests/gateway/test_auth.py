@@ -34,6 +34,8 @@ SAMPLE_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/sessions/{id}/rewind"): {"offset": 1},
     ("POST", "/v1/sessions/{id}/fork"): {"offset": 1},
     ("PATCH", "/v1/sessions/{id}/timeout"): {"timeout_minutes": 60},
+    ("PUT", "/v1/sessions/{id}/webhook"): {"url": "http://127.0.0.1:9/bob"},
+    ("PATCH", "/v1/sessions/{id}/reset-policy"): {"idle_minutes": 5},
 }
 # More ways to call some routes: streams, resumption, background sends.
 VARIANTS: dict[tuple[str, str], list[dict[str, Any]]] = {
