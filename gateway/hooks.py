@@ -51,9 +51,9 @@ async def set_reset_policy(request: Request) -> Response:
 
     async def call() -> Response:
         gateway, _, _ = caller(request)
-        raw = await read_json(request, gateway.limits)
-        body = fields(raw, RESET_POLICY_FIELDS)
-        changes = {name: body.get(name) for name in RESET_POLICY_FIELDS if name in raw}
+        body = fields(await read_json(request, gateway.limits), RESET_POLICY_FIELDS)
+        # Only the fields sent change; a field sent as null turns that reset off.
+        changes = {name: body[name] for name in RESET_POLICY_FIELDS if name in body}
         document = await checked_write(
             request, "set_reset_policy", session_id(request), **changes
         )

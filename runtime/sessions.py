@@ -13,7 +13,11 @@ from aggregates.session import Session
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
 from runtime.mapper import SessionMapper
-from runtime.persistence import DurableSQLiteFactory, SessionsRecorder, eventsourcing_env
+from runtime.persistence import (
+    DurableSQLiteFactory,
+    SessionsRecorder,
+    eventsourcing_env,
+)
 from runtime.settings import Settings
 
 if TYPE_CHECKING:

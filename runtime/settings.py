@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregates.values import TimeoutLimits
-from runtime.clock import Clock, ScaledClock, SystemClock
+from runtime.clock import Clock, SystemClock
 
 DEFAULT_DB = "./sessiond.db"
 ECHO_AGENT_ID = "echo"

@@ -1,0 +1,88 @@
+"""``AsyncRuntime``: the runtime's calls as coroutines that never block the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from aggregates.errors import (
+    InvalidRequestError,
+)
+from runtime.core import T
+from runtime.principal import LOCAL_PRINCIPAL, Principal
+from runtime.tail import AsyncSessionTail
+
+if TYPE_CHECKING:
+    from runtime.facade import Runtime
+
+
+class AsyncRuntime:
+    """The same API as :class:`Runtime`, as coroutines that run each call on a
+    worker thread, so the event loop never blocks on an actor or the store."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        # Every public call of Runtime, made awaitable; stream has its own bridge.
+        attribute = getattr(self.runtime, name)
+        if name.startswith("_") or not callable(attribute):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(attribute, *args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = attribute.__doc__
+        return call
+
+    async def tail(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, after: int = 0
+    ) -> AsyncSessionTail:
+        """:meth:`Runtime.tail` for asyncio: waiting for items costs no CPU."""
+        if not isinstance(after, int) or after < 0:
+            raise InvalidRequestError("after must be a non-negative offset")
+        await self._call(self.runtime.get, session_id, principal=principal)
+        return AsyncSessionTail(self.runtime.views, self.runtime.app.bus, session_id, after)
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker
+        thread and hands each event to the loop as it happens. Leaving the loop
+        early stops the worker at its next event."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            item: Any = done
+            try:
+                for event in self.runtime.stream(*args, **kwargs):
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except BaseException as error:  # noqa: BLE001 - re-raised by the consumer
+                item = error
+            if not stop.is_set():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        worker = loop.run_in_executor(None, produce)
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await worker
+        finally:
+            stop.set()
