@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from aggregates.errors import InvalidRequestError
@@ -18,7 +18,7 @@ from aggregates.errors import InvalidRequestError
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-class Due(str, Enum):
+class Due(StrEnum):
     """What a deadline asks the session to do."""
 
     WARN = "warn"
@@ -38,8 +38,12 @@ def validate_reset_policy(policy: dict[str, Any]) -> dict[str, Any]:
     ):
         raise InvalidRequestError("daily_at must be a time of day HH:MM (UTC)")
     idle = policy.get("idle_minutes")
-    if idle is not None and (not isinstance(idle, int) or isinstance(idle, bool) or idle < 1):
-        raise InvalidRequestError("idle_minutes must be a whole number of minutes, at least 1")
+    if idle is not None and (
+        not isinstance(idle, int) or isinstance(idle, bool) or idle < 1
+    ):
+        raise InvalidRequestError(
+            "idle_minutes must be a whole number of minutes, at least 1"
+        )
     return {"daily_at": daily_at, "idle_minutes": idle}
 
 
@@ -84,7 +88,9 @@ def next_deadline(
         candidates.append((warn, 0, Due.WARN))
     candidates.append((expires_at, 1, Due.EXPIRE))
     if reset_policy.get("daily_at"):
-        candidates.append((next_daily(daily_from, reset_policy["daily_at"]), 2, Due.DAILY_RESET))
+        candidates.append(
+            (next_daily(daily_from, reset_policy["daily_at"]), 2, Due.DAILY_RESET)
+        )
     if reset_policy.get("idle_minutes"):
         idle_at = last_activity_at + timedelta(minutes=reset_policy["idle_minutes"])
         candidates.append((idle_at, 3, Due.IDLE_RESET))

@@ -318,7 +318,11 @@ class Session(BaseAggregate[str]):
             session.webhook = (
                 None
                 if self.url is None
-                else {"url": self.url, "headers": self.headers or {}, "events": self.events}
+                else {
+                    "url": self.url,
+                    "headers": self.headers or {},
+                    "events": self.events,
+                }
             )
             session.updated_at = self.timestamp
 
@@ -362,7 +366,7 @@ class Session(BaseAggregate[str]):
 
     created_event_class: ClassVar[type[Opened]]
 
-    def __init__(  # noqa: PLR0913 - the Opened event's fields, one by one
+    def __init__(
         self,
         owner_id: str,
         agent_id: str,
@@ -423,10 +427,10 @@ class Session(BaseAggregate[str]):
         self.head = 0
         self._start_segment(self.version, base_spans, base_count, base_head)
 
-    # ------------------------------------------------------------------ opening
+    # --- opening
 
     @classmethod
-    def open(  # noqa: PLR0913 - every field of a new session
+    def open(
         cls,
         *,
         session_id: str,
@@ -523,7 +527,7 @@ class Session(BaseAggregate[str]):
         session.pending_events.append(opened)
         return session
 
-    # ------------------------------------------------------------------ queries
+    # --- queries
 
     @property
     def first_offset(self) -> int:
@@ -543,9 +547,7 @@ class Session(BaseAggregate[str]):
             OffsetOutOfRangeError: ``offset`` is not a point of this session's life.
         """
         if offset < 1 or offset > self.version:
-            raise OffsetOutOfRangeError(
-                f"offset {offset} is outside 1..{self.version}"
-            )
+            raise OffsetOutOfRangeError(f"offset {offset} is outside 1..{self.version}")
         if offset < self.first_offset:
             # Inherited: what the ancestor whose life this was showed then.
             found = None
@@ -590,7 +592,7 @@ class Session(BaseAggregate[str]):
             return None
         return self.idempotency.get(key)
 
-    # ------------------------------------------------------------------ commands
+    # --- commands
 
     def check_writable(self, expected_offset: int | None = None) -> None:
         """Refuse a write to an ended session or one that moved past ``expected``."""
@@ -601,7 +603,7 @@ class Session(BaseAggregate[str]):
         if expected_offset is not None and expected_offset != self.version:
             raise OffsetConflictError(expected_offset, self.version)
 
-    def append_message(  # noqa: PLR0913 - a message's fields
+    def append_message(
         self,
         *,
         timestamp: datetime,
@@ -678,7 +680,9 @@ class Session(BaseAggregate[str]):
         if patch:
             self.trigger_event(self.AttributesPatched, timestamp=timestamp, patch=patch)
 
-    def replace_metadata(self, *, timestamp: datetime, metadata: dict[str, Any]) -> None:
+    def replace_metadata(
+        self, *, timestamp: datetime, metadata: dict[str, Any]
+    ) -> None:
         """Replace the metadata object."""
         self.check_writable()
         if not isinstance(metadata, dict):
@@ -695,7 +699,7 @@ class Session(BaseAggregate[str]):
         self.check_writable(expected_offset)
         self.trigger_event(self.HistoryCleared, timestamp=timestamp)
 
-    def rewind(  # noqa: PLR0913
+    def rewind(
         self,
         *,
         timestamp: datetime,
@@ -878,7 +882,9 @@ class Session(BaseAggregate[str]):
         is the runtime's to check)."""
         self.check_writable()
         if scope_key != self.scope_key:
-            self.trigger_event(self.ScopeChanged, timestamp=timestamp, scope_key=scope_key)
+            self.trigger_event(
+                self.ScopeChanged, timestamp=timestamp, scope_key=scope_key
+            )
 
     def set_webhook(
         self,
@@ -896,7 +902,9 @@ class Session(BaseAggregate[str]):
             raise InvalidRequestError("webhook url must be an http:// or https:// URL")
         if headers is not None and not (
             isinstance(headers, dict)
-            and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+            and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            )
         ):
             raise InvalidRequestError("webhook headers must map names to strings")
         if events is not None and not (
@@ -922,7 +930,10 @@ class Session(BaseAggregate[str]):
         on); ending an ended session changes nothing."""
         if self.status != Status.ENDED.value:
             self.trigger_event(
-                self.Ended, timestamp=timestamp, reason=reason, successor_id=successor_id
+                self.Ended,
+                timestamp=timestamp,
+                reason=reason,
+                successor_id=successor_id,
             )
 
     def successor(self) -> str | None:
@@ -932,7 +943,7 @@ class Session(BaseAggregate[str]):
         # Snapshots taken before the field existed do not hold it.
         return getattr(self, "successor_id", None)
 
-    # ------------------------------------------------------------------ helpers
+    # --- helpers
 
     def _start_segment(
         self, start: int, base_spans: list[Span], base_count: int, base_head: int

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from aggregates.errors import InvalidRequestError
@@ -19,7 +19,7 @@ SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 NAME_MAX_LENGTH = 200
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """Who wrote a message."""
 
     USER = "user"
@@ -28,7 +28,7 @@ class Role(str, Enum):
     TOOL = "tool"
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     """Where a session is in its life."""
 
     ACTIVE = "active"
@@ -36,7 +36,7 @@ class Status(str, Enum):
     ENDED = "ended"
 
 
-class Concurrency(str, Enum):
+class Concurrency(StrEnum):
     """What happens to a message that arrives while a turn runs."""
 
     ENQUEUE = "enqueue"
@@ -44,7 +44,7 @@ class Concurrency(str, Enum):
     INTERRUPT = "interrupt"
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     """How get-or-create derives a session's key from who is talking."""
 
     MAIN = "main"
@@ -106,7 +106,9 @@ class TimeoutPolicy:
         )
         warning = merged["warning_threshold_minutes"]
         if not isinstance(warning, int) or isinstance(warning, bool):
-            raise InvalidRequestError("timeout.warning_threshold_minutes must be an integer")
+            raise InvalidRequestError(
+                "timeout.warning_threshold_minutes must be an integer"
+            )
         if not isinstance(merged["auto_renew"], bool):
             raise InvalidRequestError("timeout.auto_renew must be a boolean")
         return cls(
@@ -140,16 +142,25 @@ class TimeoutPolicy:
             merged[key] = value
         bounds = {
             "timeout_minutes": (limits.min_timeout_minutes, limits.max_timeout_minutes),
-            "max_duration_minutes": (merged["timeout_minutes"], limits.max_duration_minutes),
+            "max_duration_minutes": (
+                merged["timeout_minutes"],
+                limits.max_duration_minutes,
+            ),
             "warning_threshold_minutes": (0, merged["timeout_minutes"]),
         }
         for key, (low, high) in bounds.items():
-            if key in changes and changes[key] is not None and not low <= merged[key] <= high:
+            if (
+                key in changes
+                and changes[key] is not None
+                and not low <= merged[key] <= high
+            ):
                 raise InvalidRequestError(f"timeout.{key} must be within {low}..{high}")
         return cls(**merged)
 
 
-def deadline(policy: dict[str, Any], created_at: datetime, anchor: datetime) -> datetime:
+def deadline(
+    policy: dict[str, Any], created_at: datetime, anchor: datetime
+) -> datetime:
     """When a session expires: ``anchor`` (its last renewal, or creation without
     auto-renew) plus the timeout, capped at creation plus the maximum duration."""
     start = anchor if policy["auto_renew"] else created_at
@@ -199,7 +210,9 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
             # Into an empty object when there is none to merge into, so that the
             # patch's own nulls delete rather than being stored (RFC 7396).
             base_value = merged.get(key)
-            merged[key] = deep_merge(base_value if isinstance(base_value, dict) else {}, value)
+            merged[key] = deep_merge(
+                base_value if isinstance(base_value, dict) else {}, value
+            )
         else:
             merged[key] = value
     return merged

@@ -116,7 +116,7 @@ def count_rows(db: Path, table: str) -> int:
         return int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
 
 
-# ---------------------------------------------------------------------- (a)
+# --- (a)
 
 
 class TickStore:
@@ -250,7 +250,7 @@ def run_ticks(options: Options, directory: Path) -> list[Result]:
     ]
 
 
-# ---------------------------------------------------------------------- (b)
+# --- (b)
 
 
 class Arrivals:

@@ -27,7 +27,9 @@ from gateway.errors import GatewayError, problem_of, problem_response
 from runtime import LOCAL_PRINCIPAL, Principal
 
 PRINCIPAL_SCOPE_KEY = "sessiond.principal"
-OPEN_PATHS = frozenset({"/v1/health"})
+# Health checks answer without a key (wingman's /health included), so load
+# balancers can probe them; they show no session data.
+OPEN_PATHS = frozenset({"/v1/health", "/health", "/api/messaging/sessions/health"})
 ADMIN_MARKER = "*"
 CHALLENGE = 'Bearer realm="sessiond"'
 
@@ -117,6 +119,10 @@ class AuthMiddleware:
             return
         connection = HTTPConnection(scope)
         authorization = connection.headers.get("authorization")
+        api_key = connection.headers.get("x-api-key")
+        if not authorization and api_key:
+            # ElizaOS clients send the key as ``X-API-KEY: <key>``
+            authorization = f"Bearer {api_key}"
         client = connection.client.host if connection.client else "unknown"
         principal = self.authenticator.principal_for(authorization)
         if principal is not None:

@@ -368,7 +368,7 @@ class Chat:
             if replying:
                 self.say()
 
-    # ------------------------------------------------------------ commands
+    # --- commands
 
     def _new(self, arguments: list[str]) -> bool:
         if len(arguments) > 1:

@@ -46,12 +46,18 @@ def _summary(event: dict[str, Any]) -> str:
         return f"{data.get('role')} message {data.get('message_id')} ({length} chars)"
     if kind == "rewound":
         target = data.get("checkpoint_id") or f"offset {data.get('to_offset')}"
-        return f"head moved back to {target} ({data.get('message_count')} messages visible)"
+        count = data.get("message_count")
+        return f"head moved back to {target} ({count} messages visible)"
     if kind == "checkpoint_saved":
-        return f"checkpoint {data.get('checkpoint_id')} {data.get('name')!r} at offset {data.get('offset')}"
+        return (
+            f"checkpoint {data.get('checkpoint_id')} {data.get('name')!r} "
+            f"at offset {data.get('offset')}"
+        )
     if kind == "opened":
         parent = data.get("parent")
-        origin = f" forked from {parent['session_id']}@{parent['offset']}" if parent else ""
+        origin = (
+            f" forked from {parent['session_id']}@{parent['offset']}" if parent else ""
+        )
         return f"agent {data.get('agent_id')}, user {data.get('user_id')}{origin}"
     shown = {k: v for k, v in data.items() if k not in ("content",)}
     return orjson.dumps(shown).decode() if shown else ""
@@ -67,7 +73,10 @@ def replay(runtime: Runtime, session_id: str, to: int | None) -> int:
         for event in page["events"]:
             if to is not None and event["offset"] > to:
                 return EXIT_OK
-            print(f"{event['offset']:>6}  {event['at']}  {event['type']:<20} {_summary(event)}")
+            print(
+                f"{event['offset']:>6}  {event['at']}  "
+                f"{event['type']:<20} {_summary(event)}"
+            )
             after = event["offset"]
         if not page["has_more"]:
             break
@@ -99,23 +108,37 @@ def rebuild(runtime: Runtime) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sessiond``."""
-    parser = argparse.ArgumentParser(prog="sessiond", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="sessiond", description=__doc__.split("\n")[0]
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="SQLite file (default $SESSIOND_DB or ./sessiond.db)")
+    common.add_argument(
+        "--db", help="SQLite file (default $SESSIOND_DB or ./sessiond.db)"
+    )
     common.add_argument("--config", help="TOML config file (default $SESSIOND_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    replay_parser = commands.add_parser("replay", parents=[common], help="print a session's event timeline")
+    replay_parser = commands.add_parser(
+        "replay", parents=[common], help="print a session's event timeline"
+    )
     replay_parser.add_argument("session")
-    replay_parser.add_argument("--to", type=int, metavar="OFFSET", help="stop at this offset")
+    replay_parser.add_argument(
+        "--to", type=int, metavar="OFFSET", help="stop at this offset"
+    )
 
-    export_parser = commands.add_parser("export", parents=[common], help="export a session")
+    export_parser = commands.add_parser(
+        "export", parents=[common], help="export a session"
+    )
     export_parser.add_argument("session")
-    export_parser.add_argument("--format", choices=["json", "markdown", "text"], default="json")
+    export_parser.add_argument(
+        "--format", choices=["json", "markdown", "text"], default="json"
+    )
 
     projections = commands.add_parser("projections", help="manage the read models")
     projection_commands = projections.add_subparsers(dest="action", required=True)
-    projection_commands.add_parser("rebuild", parents=[common], help="drop and rebuild the views from the log")
+    projection_commands.add_parser(
+        "rebuild", parents=[common], help="drop and rebuild the views from the log"
+    )
 
     serve_parser = commands.add_parser(
         "serve", parents=[common], help="serve the HTTP API"
@@ -132,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (default $SESSIOND_LOG_LEVEL or info)",
     )
 
-    chat_parser = commands.add_parser("chat", help="chat with an agent from the terminal")
+    chat_parser = commands.add_parser(
+        "chat", help="chat with an agent from the terminal"
+    )
     chat.add_arguments(chat_parser)
     return parser
 

@@ -335,7 +335,7 @@ class _Api(Generic[R]):
     ) -> R:
         raise NotImplementedError
 
-    # -------------------------------------------------------------- sessions
+    # --- sessions
 
     def create_session(
         self,
@@ -430,7 +430,7 @@ class _Api(Generic[R]):
         headers = _write_headers(if_match, idempotency_key)
         return self._call("DELETE", _path(session_id), params=params, headers=headers)
 
-    # -------------------------------------------------------------- messages
+    # --- messages
 
     def send(
         self,
@@ -512,7 +512,7 @@ class _Api(Generic[R]):
             "GET", _path(session_id, "state"), params=_params(offset=offset)
         )
 
-    # -------------------------------------------------------------- branches
+    # --- branches
 
     def save_checkpoint(
         self,
@@ -637,7 +637,7 @@ class _Api(Generic[R]):
         ``markdown`` and ``text``."""
         return self._call("GET", _path(session_id, "export"), params={"format": format})
 
-    # -------------------------------------------------------------- lifecycle
+    # --- lifecycle
 
     def heartbeat(
         self,
@@ -692,7 +692,7 @@ class _Api(Generic[R]):
             headers=_write_headers(if_match, idempotency_key),
         )
 
-    # -------------------------------------------------------------- operations
+    # --- operations
 
     def health(self) -> R:
         """``{status, store, live_actors, sessions_active, version}``; a 503 (the

@@ -43,7 +43,7 @@ def invalid(detail: str) -> GatewayError:
     return GatewayError("invalid_request", detail)
 
 
-# ---------------------------------------------------------------------- decoding
+# --- decoding
 
 
 def _is_json_media_type(content_type: str | None) -> bool:
@@ -142,7 +142,7 @@ def check_metadata(name: str, value: Any, limits: Limits) -> None:
         )
 
 
-# ---------------------------------------------------------------------- fields
+# --- fields
 
 Check = Callable[[Any], bool]
 
@@ -202,7 +202,7 @@ def fields(
     return checked
 
 
-# ---------------------------------------------------------------------- query
+# --- query
 
 
 def query(connection: HTTPConnection, spec: Mapping[str, str]) -> dict[str, Any]:

@@ -22,7 +22,9 @@ async def set_webhook(request: Request) -> Response:
         gateway, _, _ = caller(request)
         body = fields(await read_json(request, gateway.limits), WEBHOOK_FIELDS)
         headers = body.get("headers")
-        if headers is not None and not all(isinstance(v, str) for v in headers.values()):
+        if headers is not None and not all(
+            isinstance(v, str) for v in headers.values()
+        ):
             raise invalid("webhook headers must map names to strings")
         document = await checked_write(
             request,

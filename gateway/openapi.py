@@ -349,7 +349,9 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "ResetPolicyChange": obj(
         {
-            "daily_at": nullable({"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}),
+            "daily_at": nullable(
+                {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+            ),
             "idle_minutes": nullable({"type": "integer", "minimum": 1}),
         },
         closed=True,
@@ -412,7 +414,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
 }
 
-# ---------------------------------------------------------------------- parameters
+# --- parameters
 
 PARAMETERS: dict[str, Schema] = {
     "id": {"name": "id", "in": "path", "required": True, "schema": STRING},
@@ -770,7 +772,8 @@ def paths() -> dict[str, Schema]:
             "parameters": sid,
             "patch": operation(
                 "setResetPolicy",
-                "Opt in to (or out of, with null) a daily reset at daily_at (HH:MM UTC) "
+                "Opt in to (or out of, with null) a daily reset at daily_at "
+                "(HH:MM UTC) "
                 "and an idle reset after idle_minutes.",
                 {"200": SESSION_OK},
                 body="ResetPolicyChange",

@@ -104,7 +104,7 @@ async def cancel(task: asyncio.Future[Any] | None) -> None:
             await task
 
 
-# ---------------------------------------------------------------------- turns
+# --- turns
 
 
 async def turn_stream(
@@ -160,7 +160,7 @@ async def turn_stream(
     )
 
 
-# ---------------------------------------------------------------------- the log
+# --- the log
 
 
 async def event_stream(request: Request) -> Response:

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from aggregates.session import Session
-
 from projections.codec import TOPIC_ALIASES
 
 

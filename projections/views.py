@@ -134,7 +134,8 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "CREATE INDEX IF NOT EXISTS webhook_outbox_session "
             "ON webhook_outbox (session_id, status, id)",
             "CREATE TABLE IF NOT EXISTS webhook_attempts ("
-            "outbox_id INTEGER NOT NULL, attempt INTEGER NOT NULL, at_ms INTEGER NOT NULL, "
+            "outbox_id INTEGER NOT NULL, attempt INTEGER NOT NULL, "
+            "at_ms INTEGER NOT NULL, "
             "status_code INTEGER, error TEXT, duration_ms INTEGER NOT NULL, "
             "PRIMARY KEY (outbox_id, attempt)) WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS session_index_parent "
@@ -153,7 +154,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "WHERE scope_key IS NOT NULL AND status = 'active'",
         ]
 
-    # ------------------------------------------------------------------ writing
+    # --- writing
 
     def project(
         self, c: SQLiteCursor, sessions: Iterable[Session], notification_id: int | None
@@ -174,7 +175,9 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 "INSERT OR REPLACE INTO session_schedule VALUES (?, ?, ?)", scheduled
             )
         if unscheduled:
-            c.executemany("DELETE FROM session_schedule WHERE session_id = ?", unscheduled)
+            c.executemany(
+                "DELETE FROM session_schedule WHERE session_id = ?", unscheduled
+            )
         if notification_id is not None:
             self.advance(c, notification_id)
 
@@ -192,9 +195,11 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             c.execute("DROP TABLE IF EXISTS session_index")
             c.execute("DROP TABLE IF EXISTS session_schedule")
-            c.execute("DELETE FROM tracking WHERE application_name = ?", (APPLICATION_NAME,))
+            c.execute(
+                "DELETE FROM tracking WHERE application_name = ?", (APPLICATION_NAME,)
+            )
 
-    # ------------------------------------------------------------------ reading
+    # --- reading
 
     def session_row(self, session_id: str) -> dict[str, Any] | None:
         """Owner, spans and document of one session, or ``None``."""
@@ -226,7 +231,9 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             row = c.fetchone()
         return None if row is None else str(row[0])
 
-    def name_taken(self, owner_id: str, user_id: str, name: str, except_id: str) -> bool:
+    def name_taken(
+        self, owner_id: str, user_id: str, name: str, except_id: str
+    ) -> bool:
         """Whether another live session of ``owner_id``'s user ``user_id`` has
         this name."""
         with self.datastore.transaction(commit=False) as c:
@@ -237,7 +244,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             )
             return c.fetchone() is not None
 
-    def list_sessions(  # noqa: PLR0913 - the list filters
+    def list_sessions(
         self,
         *,
         owner_id: str | None,
@@ -281,13 +288,16 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 page_params.extend(cursor)
             page_condition = ("WHERE " + " AND ".join(page_where)) if page_where else ""
             c.execute(
-                f"SELECT created_at, session_id, doc FROM session_index {page_condition} "
+                "SELECT created_at, session_id, doc FROM session_index "
+                f"{page_condition} "
                 "ORDER BY created_at DESC, session_id DESC LIMIT ?",
                 [*page_params, limit + 1],
             )
             rows = c.fetchall()
         docs = [orjson.loads(row[2]) for row in rows[:limit]]
-        next_cursor = (rows[limit - 1][0], rows[limit - 1][1]) if len(rows) > limit else None
+        next_cursor = (
+            (rows[limit - 1][0], rows[limit - 1][1]) if len(rows) > limit else None
+        )
         return docs, next_cursor, total
 
     def history(
@@ -307,7 +317,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=False) as c:
             return self._history(c, spans, limit, before, after, descending)
 
-    def session_history(  # noqa: PLR0913 - the page's bounds
+    def session_history(
         self,
         session_id: str,
         *,
@@ -327,7 +337,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             )
         return row, found, has_more
 
-    def _history(  # noqa: PLR0913 - the page's bounds
+    def _history(
         self,
         c: SQLiteCursor,
         spans: list[Span],
@@ -347,12 +357,16 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         )
         wanted = limit + 1
         found: list[dict[str, Any]] = []
-        for session_id, span_after, span_upto in reversed(spans) if descending else spans:
+        for session_id, span_after, span_upto in (
+            reversed(spans) if descending else spans
+        ):
             low = max(span_after, lower)
             high = min(OPEN_END if span_upto is None else span_upto, upper)
             if low >= high:
                 continue
-            c.execute(statement, (session_id, low, high, MESSAGE_TOPIC, wanted - len(found)))
+            c.execute(
+                statement, (session_id, low, high, MESSAGE_TOPIC, wanted - len(found))
+            )
             # The stored timestamp text goes into the document as it is (see
             # message_document): no datetime is parsed per message.
             found.extend(
@@ -456,7 +470,8 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         ``(session_id, due_ms, what)``."""
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                "SELECT session_id, due_ms, due FROM session_schedule WHERE due_ms <= ? "
+                "SELECT session_id, due_ms, due FROM session_schedule "
+                "WHERE due_ms <= ? "
                 "ORDER BY due_ms, session_id LIMIT ?",
                 (epoch_ms(now), limit),
             )
@@ -513,13 +528,14 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             ):
                 c.execute(statement, (session_id,))
 
-    # ------------------------------------------------------------------ webhook outbox
+    # --- webhook outbox
 
     def enqueue_webhooks(self, c: SQLiteCursor, rows: list[tuple[Any, ...]]) -> None:
         """Add deliveries ``(session_id, offset, url, headers, payload, now_ms)`` on
         ``c``'s transaction (the one recording their events)."""
         c.executemany(
-            "INSERT INTO webhook_outbox (session_id, event_offset, url, headers, payload, "
+            "INSERT INTO webhook_outbox (session_id, event_offset, url, headers, "
+            "payload, "
             "status, attempts, next_attempt_ms, created_ms) "
             "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?6, ?6)",
             rows,
@@ -531,9 +547,11 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=False) as c:
             c.execute(
                 "SELECT id, session_id, event_offset, url, headers, payload, attempts "
-                "FROM webhook_outbox AS o WHERE status = 'pending' AND next_attempt_ms <= ? "
+                "FROM webhook_outbox AS o "
+                "WHERE status = 'pending' AND next_attempt_ms <= ? "
                 "AND NOT EXISTS (SELECT 1 FROM webhook_outbox AS p "
-                "WHERE p.session_id = o.session_id AND p.status = 'pending' AND p.id < o.id) "
+                "WHERE p.session_id = o.session_id AND p.status = 'pending' "
+                "AND p.id < o.id) "
                 "ORDER BY next_attempt_ms, id LIMIT ?",
                 (now_ms, limit),
             )
@@ -551,7 +569,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             for row in rows
         ]
 
-    def record_attempt(  # noqa: PLR0913
+    def record_attempt(
         self,
         outbox_id: int,
         *,
@@ -571,7 +589,8 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 (outbox_id, attempt, at_ms, status_code, error, duration_ms),
             )
             c.execute(
-                "UPDATE webhook_outbox SET status = ?, attempts = ?, next_attempt_ms = ?, "
+                "UPDATE webhook_outbox SET status = ?, attempts = ?, "
+                "next_attempt_ms = ?, "
                 "last_status = ?, last_error = ? WHERE id = ?",
                 (outcome, attempt, next_attempt_ms, status_code, error, outbox_id),
             )
@@ -632,7 +651,8 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         condition, params = ("WHERE owner_id = ?", [owner_id]) if owner_id else ("", [])
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT status, count(*) FROM session_index {condition} GROUP BY status",
+                f"SELECT status, count(*) FROM session_index {condition} "
+                "GROUP BY status",
                 params,
             )
             return {str(row[0]): int(row[1]) for row in c.fetchall()}

@@ -55,7 +55,6 @@ class Outcome(Generic[T]):
     also_save: tuple[Session, ...] = ()
 
 
-
 def translate_integrity_error(error: IntegrityError, session_id: str) -> Exception:
     """Say which rule an integrity error on save broke."""
     text = str(error)

@@ -106,10 +106,15 @@ class AgentRegistry:
         try:
             return self._agents[agent_id]
         except KeyError:
-            msg = f"agent {agent_id!r} uses provider {config.provider!r}, which is not available"
+            msg = (
+                f"agent {agent_id!r} uses provider {config.provider!r}, "
+                "which is not available"
+            )
             raise AgentNotFoundError(msg) from None
 
-    def register(self, agent_id: str, agent: Agent, config: AgentConfig | None = None) -> None:
+    def register(
+        self, agent_id: str, agent: Agent, config: AgentConfig | None = None
+    ) -> None:
         """Add (or replace) an agent in process, e.g. a custom Python agent."""
         self._configs[agent_id] = config or AgentConfig(id=agent_id, provider="python")
         self._agents[agent_id] = agent

@@ -51,7 +51,9 @@ class AsyncRuntime:
         if not isinstance(after, int) or after < 0:
             raise InvalidRequestError("after must be a non-negative offset")
         await self._call(self.runtime.get, session_id, principal=principal)
-        return AsyncSessionTail(self.runtime.views, self.runtime.app.bus, session_id, after)
+        return AsyncSessionTail(
+            self.runtime.views, self.runtime.app.bus, session_id, after
+        )
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker
@@ -69,7 +71,7 @@ class AsyncRuntime:
                     if stop.is_set():
                         break
                     loop.call_soon_threadsafe(queue.put_nowait, event)
-            except BaseException as error:  # noqa: BLE001 - re-raised by the consumer
+            except BaseException as error:
                 item = error
             if not stop.is_set():
                 loop.call_soon_threadsafe(queue.put_nowait, item)

@@ -52,7 +52,9 @@ class EventBus:
             try:
                 deliver(item)
             except Exception:  # a broken subscriber must not stop the others
-                logger.exception("event subscriber failed", extra={"session_id": session_id})
+                logger.exception(
+                    "event subscriber failed", extra={"session_id": session_id}
+                )
 
     def subscriber_count(self) -> int:
         """How many subscriptions are open (for metrics)."""

@@ -59,7 +59,8 @@ class BranchCalls(RuntimeCore):
         """Save a named checkpoint at the current offset (copies nothing)."""
         self._row(session_id, principal)
         checkpoint_id = self._new_id()
-        checkpoint = self._execute_expecting(expected_offset, 
+        checkpoint = self._execute_expecting(
+            expected_offset,
             session_id,
             lambda s: s.save_checkpoint(
                 timestamp=self.clock.now(),
@@ -76,7 +77,9 @@ class BranchCalls(RuntimeCore):
         """The session's checkpoints, oldest first."""
         self._row(session_id, principal)
         found = self._read(session_id, lambda s: list(s.checkpoints.values()))
-        return [checkpoint_document(c) for c in sorted(found, key=lambda c: c["offset"])]
+        return [
+            checkpoint_document(c) for c in sorted(found, key=lambda c: c["offset"])
+        ]
 
     def checkpoint_restore(
         self,
@@ -99,15 +102,21 @@ class BranchCalls(RuntimeCore):
         return self._document(session_id)
 
     def checkpoint_delete(
-        self, session_id: str, checkpoint_id: str, *,
+        self,
+        session_id: str,
+        checkpoint_id: str,
+        *,
         principal: Principal = LOCAL_PRINCIPAL,
         expected_offset: int | None = None,
     ) -> None:
         """Delete a checkpoint (the history it pointed at is untouched)."""
         self._row(session_id, principal)
-        self._execute_expecting(expected_offset, 
+        self._execute_expecting(
+            expected_offset,
             session_id,
-            lambda s: s.delete_checkpoint(timestamp=self.clock.now(), checkpoint_id=checkpoint_id),
+            lambda s: s.delete_checkpoint(
+                timestamp=self.clock.now(), checkpoint_id=checkpoint_id
+            ),
         )
 
     def rewind(
@@ -147,10 +156,14 @@ class BranchCalls(RuntimeCore):
         """A new session whose history is this one's at ``offset`` (default: now)
         plus its own; O(1), nothing is copied."""
         self._row(session_id, principal)
-        if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool)):
+        if offset is not None and (
+            not isinstance(offset, int) or isinstance(offset, bool)
+        ):
             raise InvalidRequestError("offset must be an integer")
         new_id = (
-            validate_session_id(session_id_for_fork) if session_id_for_fork else self._new_id()
+            validate_session_id(session_id_for_fork)
+            if session_id_for_fork
+            else self._new_id()
         )
 
         def command(session: Session) -> str | Outcome[str]:
@@ -200,11 +213,16 @@ class BranchCalls(RuntimeCore):
         self._row(session_id, principal)
         self._execute(
             session_id,
-            lambda s: s.clear_history(timestamp=self.clock.now(), expected_offset=expected_offset),
+            lambda s: s.clear_history(
+                timestamp=self.clock.now(), expected_offset=expected_offset
+            ),
         )
         return self._document(session_id)
 
-    def reset(self, session_id: str, *,
+    def reset(
+        self,
+        session_id: str,
+        *,
         principal: Principal = LOCAL_PRINCIPAL,
         expected_offset: int | None = None,
     ) -> dict[str, Any]:
@@ -216,16 +234,19 @@ class BranchCalls(RuntimeCore):
             successor = self._successor(session, self.clock.now(), reason="reset")
             return Outcome(successor.id, (successor,))
 
-        return self._document(self._execute_expecting(expected_offset, session_id, command))
+        return self._document(
+            self._execute_expecting(expected_offset, session_id, command)
+        )
 
     def export(
         self,
         session_id: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
-        format: str = "json",  # noqa: A002 - the public name of the option
+        format: str = "json",
     ) -> dict[str, Any] | str:
-        """The session with its metadata: ``json`` (a dict), ``markdown`` or ``text``."""
+        """The session with its metadata: ``json`` (a dict), ``markdown`` or
+        ``text``."""
         if format in ("markdown", "text"):
             return self.api.history_text(session_id, principal=principal, format=format)
         if format != "json":
@@ -251,7 +272,9 @@ class BranchCalls(RuntimeCore):
                 "message_count": event["data"]["message_count"],
                 "at": event["at"],
             }
-            for event in self.views.events_of_type(session_id, ALIAS_OF[Session.Rewound])
+            for event in self.views.events_of_type(
+                session_id, ALIAS_OF[Session.Rewound]
+            )
         ]
         forks = [
             {
@@ -272,4 +295,3 @@ class BranchCalls(RuntimeCore):
     def _owned(self, session_id: str, principal: Principal) -> bool:
         row = self.views.session_row(session_id)
         return row is not None and row["owner_id"] == principal.id
-

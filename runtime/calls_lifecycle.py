@@ -32,25 +32,36 @@ class LifecycleCalls(RuntimeCore):
     """Lifecycle, webhooks and operations."""
 
     def heartbeat(
-        self, session_id: str, *,
+        self,
+        session_id: str,
+        *,
         principal: Principal = LOCAL_PRINCIPAL,
         expected_offset: int | None = None,
     ) -> dict[str, Any]:
         """Record that the client is alive; renews when the policy auto-renews."""
         self._row(session_id, principal)
-        self._execute_expecting(expected_offset, session_id, lambda s: s.heartbeat(timestamp=self.clock.now()))
+        self._execute_expecting(
+            expected_offset,
+            session_id,
+            lambda s: s.heartbeat(timestamp=self.clock.now()),
+        )
         return self._document(session_id)
 
-    def renew(self, session_id: str, *,
+    def renew(
+        self,
+        session_id: str,
+        *,
         principal: Principal = LOCAL_PRINCIPAL,
         expected_offset: int | None = None,
     ) -> dict[str, Any]:
         """Renew now (``RenewalRefusedError`` past the maximum duration)."""
         self._row(session_id, principal)
-        self._execute_expecting(expected_offset, session_id, lambda s: s.renew(timestamp=self.clock.now()))
+        self._execute_expecting(
+            expected_offset, session_id, lambda s: s.renew(timestamp=self.clock.now())
+        )
         return self._document(session_id)
 
-    def update_timeout(  # noqa: PLR0913
+    def update_timeout(
         self,
         session_id: str,
         *,
@@ -69,7 +80,8 @@ class LifecycleCalls(RuntimeCore):
             "max_duration_minutes": max_duration_minutes,
             "warning_threshold_minutes": warning_threshold_minutes,
         }
-        self._execute_expecting(expected_offset, 
+        self._execute_expecting(
+            expected_offset,
             session_id,
             lambda s: s.change_timeout(
                 timestamp=self.clock.now(),
@@ -97,7 +109,8 @@ class LifecycleCalls(RuntimeCore):
             for key, value in (("daily_at", daily_at), ("idle_minutes", idle_minutes))
             if value is not _UNSET
         }
-        self._execute_expecting(expected_offset, 
+        self._execute_expecting(
+            expected_offset,
             session_id,
             lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
         )
@@ -116,7 +129,8 @@ class LifecycleCalls(RuntimeCore):
         """Deliver the session's events (all, or the ``events`` types named) to
         ``url`` from the durable outbox; ``url=None`` removes the webhook."""
         self._row(session_id, principal)
-        self._execute_expecting(expected_offset, 
+        self._execute_expecting(
+            expected_offset,
             session_id,
             lambda s: s.set_webhook(
                 timestamp=self.clock.now(),
@@ -128,7 +142,11 @@ class LifecycleCalls(RuntimeCore):
         return self._document(session_id)
 
     def webhook_deliveries(
-        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, limit: int = 100
+        self,
+        session_id: str,
+        *,
+        principal: Principal = LOCAL_PRINCIPAL,
+        limit: int = 100,
     ) -> DocumentList:
         """The session's webhook deliveries, newest first, with every attempt's
         outcome."""
@@ -144,7 +162,9 @@ class LifecycleCalls(RuntimeCore):
         """One supervisor tick, waited for: every passed deadline is handled
         before this returns (tests and operators; the service ticks by itself).
         Returns the sessions that had something due."""
-        asked: list[str] = self.supervisor.tick().get(timeout=self.settings.actor_timeout)
+        asked: list[str] = self.supervisor.tick().get(
+            timeout=self.settings.actor_timeout
+        )
         for session_id in asked:
             # The session's mailbox is FIFO: this read runs after the lifecycle work.
             self._ask(session_id, Read(lambda _: None))
@@ -228,4 +248,3 @@ class LifecycleCalls(RuntimeCore):
         sets the tracking position to its end.
         """
         return self.app.rebuild_views()
-

@@ -59,7 +59,7 @@ def command_outputs(result: CommandResult) -> Iterator[AgentOutput]:
 class MessageCalls(RuntimeCore):
     """Messages, agent turns, history and the event log."""
 
-    def append(  # noqa: PLR0913
+    def append(
         self,
         session_id: str,
         content: str,
@@ -105,7 +105,7 @@ class MessageCalls(RuntimeCore):
         assert found is not None
         return found
 
-    def _append(  # noqa: PLR0913
+    def _append(
         self,
         session_id: str,
         content: str,
@@ -162,7 +162,7 @@ class MessageCalls(RuntimeCore):
         (offset, duplicate), session_id = self._execute_on(session_id, command)
         return offset, duplicate, session_id
 
-    def send(  # noqa: PLR0913
+    def send(
         self,
         session_id: str,
         content: str,
@@ -197,7 +197,7 @@ class MessageCalls(RuntimeCore):
                 result = {k: v for k, v in event.items() if k != "type"}
         return result
 
-    def stream(  # noqa: PLR0913
+    def stream(
         self,
         session_id: str,
         content: str,
@@ -236,7 +236,7 @@ class MessageCalls(RuntimeCore):
                 bus.publish(session_id, {"type": "delta", "event": event})
             yield event
 
-    def _turn(  # noqa: PLR0913
+    def _turn(
         self,
         session_id: str,
         content: str,
@@ -284,7 +284,9 @@ class MessageCalls(RuntimeCore):
                 yield self._done(session_id, user_message, reply)
                 return
             command = (
-                self.commands.run(session_id, content, principal) if is_command(content) else None
+                self.commands.run(session_id, content, principal)
+                if is_command(content)
+                else None
             )
             if command is not None:
                 outputs: Iterator[AgentOutput] = command_outputs(command)
@@ -296,7 +298,11 @@ class MessageCalls(RuntimeCore):
                 history.reverse()
                 outputs = iter(agent.run(history))
             final: FinalMessage | None = None
-            yield {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}
+            yield {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text"},
+            }
             for output in outputs:
                 if deadline is not None and self.clock.monotonic() > deadline:
                     msg = "the agent's turn did not finish in time"
@@ -350,7 +356,7 @@ class MessageCalls(RuntimeCore):
         finally:
             turn.lock.release()
 
-    def submit(  # noqa: PLR0913
+    def submit(
         self,
         session_id: str,
         content: str,
@@ -384,7 +390,7 @@ class MessageCalls(RuntimeCore):
                     if event["type"] == "message_start":
                         outcome["message"] = event["user_message"]
                         recorded.set()
-            except BaseException as error:  # noqa: BLE001 - reported to the caller or logged
+            except BaseException as error:
                 outcome.setdefault("error", error)
                 if recorded.is_set():
                     logger.warning(
@@ -427,7 +433,7 @@ class MessageCalls(RuntimeCore):
             "session": self._document(session_id),
         }
 
-    def history(  # noqa: PLR0913
+    def history(
         self,
         session_id: str,
         *,
@@ -453,7 +459,11 @@ class MessageCalls(RuntimeCore):
             self._checked(None, session_id, principal)
         # The index row and the page come from one read transaction.
         row, messages, has_more = self.views.session_history(
-            session_id, limit=limit, before=before, after=after, descending=order == "desc"
+            session_id,
+            limit=limit,
+            before=before,
+            after=after,
+            descending=order == "desc",
         )
         checked = self._checked(row, session_id, principal)
         if checked is not row:  # it changed meanwhile (expired on the spot)
@@ -487,12 +497,14 @@ class MessageCalls(RuntimeCore):
         session_id: str,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
-        format: str = "markdown",  # noqa: A002 - the public name of the option
+        format: str = "markdown",
     ) -> str:
         """The visible history rendered as ``markdown`` or ``text``."""
         messages = self.messages(session_id, principal=principal)
         if format == "markdown":
-            return render_markdown(self.api.get(session_id, principal=principal), messages)
+            return render_markdown(
+                self.api.get(session_id, principal=principal), messages
+            )
         if format == "text":
             return render_text(messages)
         raise InvalidRequestError("format must be markdown or text")
@@ -513,7 +525,9 @@ class MessageCalls(RuntimeCore):
             raise InvalidRequestError(f"limit must be within 1..{HISTORY_MAX_LIMIT}")
         if not isinstance(after, int) or after < 0:
             raise InvalidRequestError("after must be a non-negative offset")
-        self._row(session_id, principal, allow_expired=include_expired and principal.admin)
+        self._row(
+            session_id, principal, allow_expired=include_expired and principal.admin
+        )
         events, has_more = self.views.events(session_id, after=after, limit=limit)
         return {"events": events, "has_more": has_more}
 
@@ -526,4 +540,3 @@ class MessageCalls(RuntimeCore):
         if not isinstance(after, int) or after < 0:
             raise InvalidRequestError("after must be a non-negative offset")
         return SessionTail(self.views, self.app.bus, session_id, after)
-

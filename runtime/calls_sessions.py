@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 class SessionCalls(RuntimeCore):
     """Creating, reading, listing, updating and ending sessions."""
 
-    def create(  # noqa: PLR0913 - the fields of a new session
+    def create(
         self,
         agent_id: str = "echo",
         *,
@@ -81,7 +81,7 @@ class SessionCalls(RuntimeCore):
         )
         return document
 
-    def open(  # noqa: PLR0913 - the fields of a new session
+    def open(
         self,
         agent_id: str = "echo",
         *,
@@ -158,7 +158,9 @@ class SessionCalls(RuntimeCore):
         except IntegrityError as error:
             return self._resolve_create_clash(error, session, principal, key)
         except PersistenceError as error:
-            raise StorageUnavailableError("the store failed to record the session") from error
+            raise StorageUnavailableError(
+                "the store failed to record the session"
+            ) from error
         return self._document(session.id), True
 
     def _existing_for_recreate(
@@ -192,11 +194,13 @@ class SessionCalls(RuntimeCore):
             return existing, False
         raise SessionExistsError(f"session id {session.id} is taken") from None
 
-    def get(self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL) -> dict[str, Any]:
+    def get(
+        self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL
+    ) -> dict[str, Any]:
         """One session."""
         return self._decorate(self._row(session_id, principal)["doc"])
 
-    def list(  # noqa: A003, PLR0913 - the list filters
+    def list(
         self,
         *,
         principal: Principal = LOCAL_PRINCIPAL,
@@ -235,7 +239,7 @@ class SessionCalls(RuntimeCore):
         """How many of the caller's sessions there are, by status."""
         return self.views.counts(None if principal.admin else principal.id)
 
-    def update(  # noqa: PLR0913
+    def update(
         self,
         session_id: str,
         *,
@@ -252,8 +256,10 @@ class SessionCalls(RuntimeCore):
         if name is not _UNSET:
             name = normalize_name(name)
             user_id = row["doc"]["user_id"]
-            if name is not None and name_key(name) != name_key(row["doc"]["name"]) and (
-                self.views.name_taken(row["owner_id"], user_id, name, session_id)
+            if (
+                name is not None
+                and name_key(name) != name_key(row["doc"]["name"])
+                and (self.views.name_taken(row["owner_id"], user_id, name, session_id))
             ):
                 raise NameTakenError(f"another session of {user_id} is named {name!r}")
         if pinned is not None and not isinstance(pinned, bool):
@@ -330,7 +336,9 @@ class SessionCalls(RuntimeCore):
         if holder is not None and holder != session_id:
             msg = f"session {holder} already holds that scope"
             raise SessionExistsError(msg)
-        self._execute(session_id, lambda s: s.rescope(timestamp=self.clock.now(), scope_key=key))
+        self._execute(
+            session_id, lambda s: s.rescope(timestamp=self.clock.now(), scope_key=key)
+        )
         return self._document(session_id)
 
 
@@ -358,4 +366,3 @@ def _decode_cursor(cursor: str | None) -> tuple[str, str] | None:
         return str(created_at), str(session_id)
     except (ValueError, binascii.Error, orjson.JSONDecodeError, TypeError):
         raise InvalidRequestError("cursor is not valid") from None
-

@@ -69,7 +69,9 @@ class ChatCommands:
         try:
             words = shlex.split(content[1:])
         except ValueError:
-            return CommandResult("error", "I could not read that command (unbalanced quotes?).")
+            return CommandResult(
+                "error", "I could not read that command (unbalanced quotes?)."
+            )
         if not words:
             return self._help("help")
         name, arguments = words[0].lower(), words[1:]
@@ -88,16 +90,24 @@ class ChatCommands:
         except (DomainError, RuntimeFault) as error:
             return CommandResult(name, f"/{name} failed: {error.detail}")
 
-    # ------------------------------------------------------------------ commands
+    # --- commands
 
     def _help(self, name: str, lead: str = "") -> CommandResult:
         text = f"{lead}\nCommands:\n{HELP}" if lead else f"Commands:\n{HELP}"
         return CommandResult(name, text)
 
-    def _reset(self, _session_id: str, _arguments: list[str], _p: Principal) -> CommandResult:
-        return CommandResult("reset", "Starting a fresh session; this one is kept in the log.", reset=True)
+    def _reset(
+        self, _session_id: str, _arguments: list[str], _p: Principal
+    ) -> CommandResult:
+        return CommandResult(
+            "reset",
+            "Starting a fresh session; this one is kept in the log.",
+            reset=True,
+        )
 
-    def _session(self, session_id: str, arguments: list[str], principal: Principal) -> CommandResult:
+    def _session(
+        self, session_id: str, arguments: list[str], principal: Principal
+    ) -> CommandResult:
         rt = self._runtime
         if not arguments:
             doc = rt.get(session_id, principal=principal)
@@ -111,7 +121,9 @@ class ChatCommands:
         action, rest = arguments[0].lower(), arguments[1:]
         if action == "list":
             user_id = rt.get(session_id, principal=principal)["user_id"]
-            sessions = rt.list(principal=principal, user_id=user_id, limit=50)["sessions"]
+            sessions = rt.list(principal=principal, user_id=user_id, limit=50)[
+                "sessions"
+            ]
             lines = [
                 f"{'*' if s['id'] == session_id else '-'} {s['id']}"
                 + (f" {s['name']}" if s["name"] else "")
@@ -124,12 +136,18 @@ class ChatCommands:
         if action == "reset-time" and len(rest) == 1:
             daily_at = None if rest[0].lower() == "off" else rest[0]
             rt.set_reset_policy(session_id, principal=principal, daily_at=daily_at)
-            text = "Daily reset off." if daily_at is None else f"Daily reset at {daily_at} UTC."
+            text = (
+                "Daily reset off."
+                if daily_at is None
+                else f"Daily reset at {daily_at} UTC."
+            )
             return CommandResult("session reset-time", text)
         if action == "idle-reset" and len(rest) == 1:
             minutes = self._minutes(rest[0])
             if minutes is False:
-                return CommandResult("session idle-reset", "Give a whole number of minutes, or off.")
+                return CommandResult(
+                    "session idle-reset", "Give a whole number of minutes, or off."
+                )
             rt.set_reset_policy(session_id, principal=principal, idle_minutes=minutes)
             text = (
                 "Idle reset off."
@@ -137,20 +155,29 @@ class ChatCommands:
                 else f"The session resets after {minutes} idle minutes."
             )
             return CommandResult("session idle-reset", text)
-        return self._help("session", "Usage: /session [list | scope main|channel|peer | "
-                          "reset-time HH:MM|off | idle-reset MINUTES|off]")
+        return self._help(
+            "session",
+            "Usage: /session [list | scope main|channel|peer | "
+            "reset-time HH:MM|off | idle-reset MINUTES|off]",
+        )
 
     @staticmethod
-    def _minutes(text: str) -> int | None | bool:
+    def _minutes(text: str) -> int | bool | None:
         if text.lower() == "off":
             return None
         return int(text) if text.isdigit() and int(text) >= 1 else False
 
-    def _rescope(self, session_id: str, scope: str, principal: Principal) -> CommandResult:
+    def _rescope(
+        self, session_id: str, scope: str, principal: Principal
+    ) -> CommandResult:
         self._runtime.rescope(session_id, SCOPES[scope].value, principal=principal)
-        return CommandResult("session scope", f"This session is now the {scope} session.")
+        return CommandResult(
+            "session scope", f"This session is now the {scope} session."
+        )
 
-    def _checkpoint(self, session_id: str, arguments: list[str], principal: Principal) -> CommandResult:
+    def _checkpoint(
+        self, session_id: str, arguments: list[str], principal: Principal
+    ) -> CommandResult:
         rt = self._runtime
         action = arguments[0].lower() if arguments else "list"
         rest = arguments[1:]
@@ -159,7 +186,7 @@ class ChatCommands:
             saved = rt.checkpoint_save(session_id, name, principal=principal)
             return CommandResult(
                 "checkpoint save",
-                f"Saved checkpoint {saved['id']} \"{saved['name']}\" "
+                f'Saved checkpoint {saved["id"]} "{saved["name"]}" '
                 f"({saved['message_count']} messages).",
             )
         if action == "list":
@@ -167,7 +194,8 @@ class ChatCommands:
             if not found:
                 return CommandResult("checkpoint list", "No checkpoints yet.")
             lines = [
-                f"- {c['id']} \"{c['name']}\" ({c['message_count']} messages, {c['created_at']})"
+                f'- {c["id"]} "{c["name"]}" '
+                f"({c['message_count']} messages, {c['created_at']})"
                 for c in found
             ]
             return CommandResult("checkpoint list", "Checkpoints:\n" + "\n".join(lines))
@@ -176,14 +204,20 @@ class ChatCommands:
                 doc = rt.checkpoint_restore(session_id, rest[0], principal=principal)
                 return CommandResult(
                     "checkpoint restore",
-                    f"Restored checkpoint {rest[0]}: {doc['message_count']} messages visible; "
+                    f"Restored checkpoint {rest[0]}: "
+                    f"{doc['message_count']} messages visible; "
                     "later ones stay in the log.",
                 )
             rt.checkpoint_delete(session_id, rest[0], principal=principal)
             return CommandResult("checkpoint delete", f"Deleted checkpoint {rest[0]}.")
-        return self._help("checkpoint", 'Usage: /checkpoint save "name" | list | restore ID | delete ID')
+        return self._help(
+            "checkpoint",
+            'Usage: /checkpoint save "name" | list | restore ID | delete ID',
+        )
 
-    def _history(self, session_id: str, arguments: list[str], principal: Principal) -> CommandResult:
+    def _history(
+        self, session_id: str, arguments: list[str], principal: Principal
+    ) -> CommandResult:
         rt = self._runtime
         action = arguments[0].lower() if arguments else ""
         if action == "export":
@@ -192,7 +226,9 @@ class ChatCommands:
             return CommandResult("history export", text)
         if action == "clear":
             rt.clear(session_id, principal=principal)
-            return CommandResult("history clear", "History cleared; it stays in the log.")
+            return CommandResult(
+                "history clear", "History cleared; it stays in the log."
+            )
         if action:
             return self._help("history", "Usage: /history [export | clear]")
         page = rt.history(session_id, principal=principal, limit=HISTORY_SHOWN + 1)

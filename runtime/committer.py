@@ -26,13 +26,13 @@ logger = logging.getLogger(__name__)
 class Cursor(Protocol):
     """What the committer needs of a DB-API cursor."""
 
-    def execute(self, *args: Any, **kwargs: Any) -> None: ...  # noqa: D102
+    def execute(self, *args: Any, **kwargs: Any) -> None: ...
 
 
 class TransactionSource(Protocol):
     """Something that opens a write transaction and yields its cursor."""
 
-    def transaction(self, *, commit: bool) -> Any: ...  # noqa: D102
+    def transaction(self, *, commit: bool) -> Any: ...
 
 
 WriteFunction = Callable[[Any, Any], Sequence[int]]
@@ -138,6 +138,8 @@ class GroupCommitter:
     def _publish(self, batch: list[_Write]) -> None:
         assert self._after_commit is not None
         try:
-            self._after_commit([(item.payload, item.result) for item in batch if item.result])
+            self._after_commit(
+                [(item.payload, item.result) for item in batch if item.result]
+            )
         except Exception:  # publishing must never undo an acknowledged write
             logger.exception("after-commit hook failed")

@@ -56,8 +56,6 @@ AGENT_HISTORY_LIMIT = 50
 _UNSET: Any = object()
 
 
-
-
 @dataclass(frozen=True)
 class _Expired:
     expires_at: datetime
@@ -76,7 +74,6 @@ class _TurnLock:
     # threading.Lock cannot be weakly referenced; this wrapper can.
     def __init__(self) -> None:
         self.lock = threading.Lock()
-
 
 
 class RuntimeCore:
@@ -174,7 +171,9 @@ class RuntimeCore:
         ``allow_expired``); one whose deadline passed before the supervisor got
         to it is expired on the spot, through its actor.
         """
-        row = self.views.session_row(session_id) if isinstance(session_id, str) else None
+        row = (
+            self.views.session_row(session_id) if isinstance(session_id, str) else None
+        )
         return self._checked(row, session_id, principal, allow_expired=allow_expired)
 
     def _checked(

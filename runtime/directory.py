@@ -200,7 +200,9 @@ class ActorDirectory:
         except pykka.ActorDeadError:
             pass
         except pykka.Timeout:
-            logger.warning("session actor slow to stop", extra={"session_id": session_id})
+            logger.warning(
+                "session actor slow to stop", extra={"session_id": session_id}
+            )
         finally:
             self.forget(session_id, entry.ref)
             self.stats.passivations += 1

@@ -102,4 +102,3 @@ class SessionMapper(Mapper[str]):
         event = object.__new__(cls)
         object.__setattr__(event, "__dict__", state)
         return event
-

@@ -71,7 +71,7 @@ class DurableSQLiteConnectionPool(SQLiteConnectionPool):
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
-        raw = connection._sqlite_conn  # noqa: SLF001 - pragmas need the raw handle
+        raw = connection._sqlite_conn
         raw.execute("PRAGMA synchronous=FULL")
         raw.execute(f"PRAGMA busy_timeout={int((self.lock_timeout or 5) * 1000)}")
         check_durability(raw, in_memory=self.is_sqlite_memory_mode)
@@ -180,7 +180,10 @@ class SessionsRecorder(SQLiteApplicationRecorder):
         return ids
 
     def _enqueue_webhooks(
-        self, cursor: SQLiteCursor, stored_events: Sequence[StoredEvent], sessions: Sequence[Session]
+        self,
+        cursor: SQLiteCursor,
+        stored_events: Sequence[StoredEvent],
+        sessions: Sequence[Session],
     ) -> None:
         # The outbox rows are written in the same transaction as the events they
         # announce: a delivery exists exactly when its event does.
@@ -232,5 +235,10 @@ class SessionsRecorder(SQLiteApplicationRecorder):
                 session_id = str(stored.originator_id)
                 if bus.has_subscribers(session_id):
                     offset = stored.originator_version
-                    document = event_document(offset, stored.topic, decode_state(stored.state))
-                    bus.publish(session_id, {"type": "event", "offset": offset, "event": document})
+                    document = event_document(
+                        offset, stored.topic, decode_state(stored.state)
+                    )
+                    bus.publish(
+                        session_id,
+                        {"type": "event", "offset": offset, "event": document},
+                    )

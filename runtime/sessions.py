@@ -68,7 +68,9 @@ class Sessions(Application[str]):
     views: SQLiteSessionViews
     bus: EventBus
 
-    def __init__(self, settings: Settings | None = None, env: EnvType | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, env: EnvType | None = None
+    ) -> None:
         """Open the store ``settings`` name (eventsourcing's environment is derived
         from them; ``env`` may add to it)."""
         self.settings = settings or Settings()

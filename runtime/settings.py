@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregates.values import TimeoutLimits
-from runtime.clock import Clock, SystemClock
+from runtime.clock import Clock, ScaledClock, SystemClock
 
 DEFAULT_DB = "./sessiond.db"
 ECHO_AGENT_ID = "echo"
@@ -167,7 +167,11 @@ class Settings:
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
-            ("retention_keep_checkpoints", "SESSIOND_RETENTION_KEEP_CHECKPOINTS", _flag),
+            (
+                "retention_keep_checkpoints",
+                "SESSIOND_RETENTION_KEEP_CHECKPOINTS",
+                _flag,
+            ),
         ):
             if env.get(key):
                 values[name] = convert(env[key])
@@ -185,6 +189,9 @@ class Settings:
             limits,
             **{k: int(env[v]) for k, v in limit_values.items() if env.get(v)},
         )
+        if env.get("SESSIOND_CLOCK_SPEED"):
+            # A testing aid: whole lifecycles in fast motion (see ScaledClock).
+            values["clock"] = ScaledClock(float(env["SESSIOND_CLOCK_SPEED"]))
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("api_keys"), str):
             values["api_keys"] = parse_api_keys(values["api_keys"])

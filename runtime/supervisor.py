@@ -44,7 +44,7 @@ class LifecycleSupervisor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         views: SQLiteSessionViews,
         clock: Clock,
@@ -104,7 +104,9 @@ class LifecycleSupervisor(pykka.ThreadingActor):
                 break
         self.dispatched += len(asked)
         if self._retention is not None:
-            self.purged += self.apply_retention(now - self._retention, self._keep_checkpoints)
+            self.purged += self.apply_retention(
+                now - self._retention, self._keep_checkpoints
+            )
         return asked
 
     def apply_retention(self, cutoff: Any, keep_checkpoints: bool) -> int:
@@ -131,7 +133,9 @@ class Ticker:
         self._supervisor = supervisor
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sessiond-ticker", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="sessiond-ticker", daemon=True
+        )
 
     def start(self) -> None:
         """Start ticking."""

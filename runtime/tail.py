@@ -63,9 +63,13 @@ class _Backlog:
 class SessionTail:
     """A blocking tail; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int) -> None:
+    def __init__(
+        self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int
+    ) -> None:
         self._live: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self._unsubscribe: Callable[[], None] | None = bus.subscribe(session_id, self._live.put)
+        self._unsubscribe: Callable[[], None] | None = bus.subscribe(
+            session_id, self._live.put
+        )
         self._backlog = _Backlog(views, session_id, after)
 
     def get(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -100,7 +104,9 @@ class SessionTail:
 class AsyncSessionTail:
     """The same tail for asyncio: waiting costs no CPU and never blocks the loop."""
 
-    def __init__(self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int) -> None:
+    def __init__(
+        self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int
+    ) -> None:
         self._views = views
         self._bus = bus
         self._session_id = session_id

@@ -40,7 +40,7 @@ def backoff_seconds(attempt: int, base: float, cap: float, rng: random.Random) -
 def is_retryable(status_code: int | None) -> bool:
     """Whether an attempt that got ``status_code`` (``None``: no answer) may be
     tried again."""
-    if status_code is None or status_code >= 500:  # noqa: PLR2004
+    if status_code is None or status_code >= 500:
         return True
     return status_code in RETRYABLE_CLIENT_ERRORS
 
@@ -48,7 +48,7 @@ def is_retryable(status_code: int | None) -> bool:
 class WebhookDeliverer:
     """Sends due deliveries from the outbox on a background thread."""
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         views: SQLiteSessionViews,
         clock: Clock,
@@ -75,7 +75,9 @@ class WebhookDeliverer:
 
     def start(self) -> None:
         """Deliver in the background until :meth:`stop`."""
-        self._thread = threading.Thread(target=self._run, name="sessiond-webhooks", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="sessiond-webhooks", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -123,15 +125,19 @@ class WebhookDeliverer:
             "x-sessiond-attempt": str(attempt),
         }
         try:
-            response = self._client.post(delivery["url"], content=delivery["payload"], headers=headers)
+            response = self._client.post(
+                delivery["url"], content=delivery["payload"], headers=headers
+            )
             status_code = response.status_code
         except httpx.HTTPError as failure:
             error = type(failure).__name__
         duration_ms = int((time.monotonic() - started) * 1000)
-        if status_code is not None and 200 <= status_code < 300:  # noqa: PLR2004
+        if status_code is not None and 200 <= status_code < 300:
             outcome, next_ms = "delivered", at_ms
         elif is_retryable(status_code) and attempt < self._max_attempts:
-            delay = backoff_seconds(attempt, self._backoff, self._backoff_cap, self._rng)
+            delay = backoff_seconds(
+                attempt, self._backoff, self._backoff_cap, self._rng
+            )
             outcome, next_ms = "pending", at_ms + int(delay * 1000)
         else:
             outcome, next_ms = "failed", at_ms

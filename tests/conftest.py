@@ -12,7 +12,9 @@ from hypothesis import settings as hypothesis_settings
 
 from runtime import FakeClock, Runtime, Settings
 
-hypothesis_settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True)
+hypothesis_settings.register_profile(
+    "ci", max_examples=60, deadline=None, derandomize=True
+)
 hypothesis_settings.register_profile("dev", max_examples=30, deadline=None)
 hypothesis_settings.load_profile("ci")
 

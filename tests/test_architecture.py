@@ -12,11 +12,35 @@ LAYERS = ["aggregates", "projections", "runtime", "gateway"]
 RANK = {name: rank for rank, name in enumerate(LAYERS)}
 
 BANNED_IN_AGGREGATES_MODULES = {
-    "time", "random", "secrets", "uuid", "os", "io", "pathlib", "socket",
-    "subprocess", "threading", "asyncio", "logging", "sqlite3", "shutil", "tempfile",
-    "urllib", "http", "select", "signal",
+    "time",
+    "random",
+    "secrets",
+    "uuid",
+    "os",
+    "io",
+    "pathlib",
+    "socket",
+    "subprocess",
+    "threading",
+    "asyncio",
+    "logging",
+    "sqlite3",
+    "shutil",
+    "tempfile",
+    "urllib",
+    "http",
+    "select",
+    "signal",
 }
-BANNED_IN_AGGREGATES_CALLS = {"open", "print", "input", "now", "utcnow", "today", "uuid4"}
+BANNED_IN_AGGREGATES_CALLS = {
+    "open",
+    "print",
+    "input",
+    "now",
+    "utcnow",
+    "today",
+    "uuid4",
+}
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
@@ -37,8 +61,15 @@ def direction_violations(layer: str, source: str, where: str) -> list[str]:
         top = module.split(".")[0]
         if top in RANK and RANK[top] > RANK[layer]:
             problems.append(f"{where}:{line} imports {module} against the direction")
-        if layer == "gateway" and top in RANK and top != "gateway" and module != "runtime":
-            problems.append(f"{where}:{line} imports {module}; gateway uses the runtime facade only")
+        if (
+            layer == "gateway"
+            and top in RANK
+            and top != "gateway"
+            and module != "runtime"
+        ):
+            problems.append(
+                f"{where}:{line} imports {module}; gateway uses the runtime facade only"
+            )
         if layer == "aggregates" and top not in RANK:
             allowed = top in sys.stdlib_module_names or module == "eventsourcing.domain"
             if not allowed:
@@ -56,7 +87,11 @@ def purity_violations(source: str, where: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            name = (
+                func.attr
+                if isinstance(func, ast.Attribute)
+                else getattr(func, "id", "")
+            )
             if name in BANNED_IN_AGGREGATES_CALLS:
                 problems.append(f"{where}:{node.lineno} calls {name}()")
     return problems
@@ -71,7 +106,9 @@ def test_every_layer_imports_only_downwards() -> None:
         problem
         for layer in LAYERS
         for path in modules_of(layer)
-        for problem in direction_violations(layer, path.read_text(), str(path.relative_to(ROOT)))
+        for problem in direction_violations(
+            layer, path.read_text(), str(path.relative_to(ROOT))
+        )
     ]
     assert problems == []
 
@@ -88,13 +125,17 @@ def test_aggregates_use_no_clock_randomness_or_io() -> None:
 def test_the_direction_check_catches_an_upward_import() -> None:
     assert direction_violations("projections", "import runtime.actor\n", "x.py")
     assert direction_violations("aggregates", "from projections import views\n", "x.py")
-    assert direction_violations("gateway", "from runtime.actor import SessionActor\n", "x.py")
+    assert direction_violations(
+        "gateway", "from runtime.actor import SessionActor\n", "x.py"
+    )
     assert direction_violations("aggregates", "import orjson\n", "x.py")
     assert not direction_violations("gateway", "from runtime import Runtime\n", "x.py")
 
 
 def test_the_purity_check_catches_clocks_randomness_and_io() -> None:
-    assert purity_violations("from datetime import datetime\nx = datetime.now()\n", "x.py")
+    assert purity_violations(
+        "from datetime import datetime\nx = datetime.now()\n", "x.py"
+    )
     assert purity_violations("import uuid\n", "x.py")
     assert purity_violations("import random\n", "x.py")
     assert purity_violations("data = open('f').read()\n", "x.py")

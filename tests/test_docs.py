@@ -28,6 +28,6 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})  # noqa: S102
+        exec(compile(BLOCKS[index], f"README.md[python block {index}]", "exec"), {})
     finally:
         os.chdir(cwd)

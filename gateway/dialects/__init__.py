@@ -1,7 +1,8 @@
 """Drop-in dialects of the systems sessiond replaces, each a thin mapping onto
 ``runtime.Runtime`` with the original's paths, envelopes, fields and codes:
 
-- :mod:`gateway.dialects.eliza` — ElizaOS messaging sessions, ``/api/messaging/sessions``
+- :mod:`gateway.dialects.eliza` — ElizaOS messaging sessions,
+  ``/api/messaging/sessions``
 - :mod:`gateway.dialects.assistant` — the kcosr/assistant sessions plugin,
   ``POST /api/plugins/sessions/operations/<op>``
 - :mod:`gateway.dialects.wingman` — wingman's session server, ``/sessions``

@@ -74,7 +74,7 @@ def say(
     )
 
 
-# ---------------------------------------------------------------------- policy
+# --- policy
 
 
 def test_the_default_limits_are_30_5_1440_720_and_5_minutes() -> None:
@@ -183,7 +183,7 @@ def test_the_deadline_is_anchor_plus_timeout_capped_at_the_maximum_duration() ->
     assert deadline(fixed, T0, minutes(50)) == minutes(60)
 
 
-# ---------------------------------------------------------------------- renewal
+# --- renewal
 
 
 def test_every_auto_renewing_message_moves_the_deadline_and_counts_a_renewal() -> None:
@@ -272,7 +272,7 @@ def test_a_timeout_change_recomputes_the_deadline_from_the_last_activity() -> No
     assert session.collect_events() == []
 
 
-# ---------------------------------------------------------------------- schedule
+# --- schedule
 
 
 def schedule(**overrides: Any) -> tuple[datetime, Due] | None:
@@ -358,7 +358,7 @@ def test_a_reset_policy_change_keeps_the_fields_it_does_not_name() -> None:
     assert kinds(session) == []
 
 
-# ---------------------------------------------------------------------- acting
+# --- acting
 
 
 def test_nothing_is_done_before_the_first_deadline() -> None:

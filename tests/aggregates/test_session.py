@@ -128,7 +128,7 @@ def pending_types(session: Session) -> list[str]:
     return [type(e).__name__ for e in session.pending_events]
 
 
-# ---------------------------------------------------------------------- opening
+# --- opening
 
 
 def test_opening_a_session_records_one_opened_event_at_offset_one() -> None:
@@ -151,7 +151,11 @@ def test_opening_a_session_records_one_opened_event_at_offset_one() -> None:
         "echo",
         "user-a",
     )
-    assert (session.channel_id, session.peer_id, session.scope_key) == ("chan", "peer", "key")
+    assert (session.channel_id, session.peer_id, session.scope_key) == (
+        "chan",
+        "peer",
+        "key",
+    )
     assert session.name == "Plans"
     assert session.metadata == {"m": 1}
     assert session.attributes == {"a": {"b": 2}}
@@ -185,7 +189,7 @@ def test_opening_with_an_overlong_name_is_an_invalid_request() -> None:
     assert raised.value.code == "invalid_request"
 
 
-# ---------------------------------------------------------------------- rename, pin, attributes, metadata
+# --- rename, pin, attributes, metadata
 
 
 def test_rename_records_the_trimmed_name_and_a_null_clears_it() -> None:
@@ -200,7 +204,13 @@ def test_rename_records_the_trimmed_name_and_a_null_clears_it() -> None:
     session.rename(timestamp=at(3), name="Second")
     session.rename(timestamp=at(4), name="   ")
     assert session.name is None
-    assert pending_types(session) == ["Opened", "Renamed", "Renamed", "Renamed", "Renamed"]
+    assert pending_types(session) == [
+        "Opened",
+        "Renamed",
+        "Renamed",
+        "Renamed",
+        "Renamed",
+    ]
 
 
 def test_renaming_to_the_current_name_records_nothing() -> None:
@@ -234,7 +244,11 @@ def test_attribute_patches_deep_merge_and_a_null_deletes_a_key() -> None:
 
     session.patch_attributes(timestamp=at(2), patch={"a": "flat"})
     assert session.attributes == {"a": "flat", "c": "keep", "d": [1, 2]}
-    assert pending_types(session) == ["Opened", "AttributesPatched", "AttributesPatched"]
+    assert pending_types(session) == [
+        "Opened",
+        "AttributesPatched",
+        "AttributesPatched",
+    ]
 
 
 def test_an_empty_attribute_patch_records_nothing_and_a_non_object_is_refused() -> None:
@@ -257,7 +271,7 @@ def test_metadata_is_replaced_not_merged() -> None:
         session.replace_metadata(timestamp=at(3), metadata="x")  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------------- messages
+# --- messages
 
 
 def test_appending_messages_advances_offset_position_head_and_usage() -> None:
@@ -313,7 +327,10 @@ def test_non_text_content_is_refused() -> None:
     session = new_session()
     with pytest.raises(InvalidRequestError):
         session.append_message(
-            timestamp=at(1), message_id="m", role="user", content=42  # type: ignore[arg-type]
+            timestamp=at(1),
+            message_id="m",
+            role="user",
+            content=42,  # type: ignore[arg-type]
         )
     assert session.version == 1
 
@@ -332,7 +349,7 @@ def test_without_auto_renew_messages_do_not_move_the_deadline() -> None:
     assert session.expires_at == deadline
 
 
-# ---------------------------------------------------------------------- clear
+# --- clear
 
 
 def test_clearing_empties_the_visible_history_but_keeps_the_log() -> None:
@@ -358,10 +375,12 @@ def test_clearing_empties_the_visible_history_but_keeps_the_log() -> None:
     assert log.contents(session.spans_at(4)) == []
 
 
-# ---------------------------------------------------------------------- rewind
+# --- rewind
 
 
-def test_rewinding_shows_the_history_as_of_the_offset_and_keeps_later_messages() -> None:
+def test_rewinding_shows_the_history_as_of_the_offset_and_keeps_later_messages() -> (
+    None
+):
     log = Log()
     session = new_session()
     for content in "abcd":
@@ -430,7 +449,7 @@ def test_rewind_to_an_offset_outside_the_sessions_life_is_out_of_range() -> None
     assert session.version == 2
 
 
-# ---------------------------------------------------------------------- checkpoints
+# --- checkpoints
 
 
 def test_a_checkpoint_names_the_current_offset_and_copies_nothing() -> None:
@@ -459,7 +478,10 @@ def test_a_checkpoint_needs_a_name_and_a_text_description() -> None:
         session.save_checkpoint(timestamp=at(1), checkpoint_id="c", name="  ")
     with pytest.raises(InvalidRequestError):
         session.save_checkpoint(
-            timestamp=at(1), checkpoint_id="c", name="n", description=5  # type: ignore[arg-type]
+            timestamp=at(1),
+            checkpoint_id="c",
+            name="n",
+            description=5,  # type: ignore[arg-type]
         )
     assert session.version == 1
 
@@ -498,10 +520,12 @@ def test_deleting_a_checkpoint_removes_it_and_unknown_ones_are_not_found() -> No
     assert session.version == version
 
 
-# ---------------------------------------------------------------------- forks
+# --- forks
 
 
-def test_a_fork_at_head_starts_after_the_parents_offset_and_inherits_its_history() -> None:
+def test_a_fork_at_head_starts_after_the_parents_offset_and_inherits_its_history() -> (
+    None
+):
     log = Log()
     parent = new_session(
         name="P", scope_key="scope", metadata={"m": 1}, attributes={"a": 1}
@@ -647,7 +671,7 @@ def test_forking_at_an_offset_outside_the_parents_life_is_out_of_range() -> None
             )
 
 
-# ---------------------------------------------------------------------- lifecycle
+# --- lifecycle
 
 
 def test_renewal_moves_the_deadline_and_is_refused_past_the_maximum_duration() -> None:
@@ -676,15 +700,23 @@ def test_a_heartbeat_renews_only_when_the_policy_auto_renews() -> None:
     assert renewed.reason == "heartbeat"
 
 
-def test_changing_the_timeout_records_only_real_changes_and_refuses_out_of_range() -> None:
+def test_changing_the_timeout_records_only_real_changes_and_refuses_out_of_range() -> (
+    None
+):
     session = new_session()
-    session.change_timeout(timestamp=at(1), limits=LIMITS, changes={"timeout_minutes": 60})
+    session.change_timeout(
+        timestamp=at(1), limits=LIMITS, changes={"timeout_minutes": 60}
+    )
     assert session.timeout["timeout_minutes"] == 60
     assert session.expires_at == T0 + timedelta(minutes=60)
-    session.change_timeout(timestamp=at(2), limits=LIMITS, changes={"timeout_minutes": 60})
+    session.change_timeout(
+        timestamp=at(2), limits=LIMITS, changes={"timeout_minutes": 60}
+    )
     assert pending_types(session) == ["Opened", "TimeoutChanged"]
     with pytest.raises(InvalidRequestError):
-        session.change_timeout(timestamp=at(3), limits=LIMITS, changes={"timeout_minutes": 1})
+        session.change_timeout(
+            timestamp=at(3), limits=LIMITS, changes={"timeout_minutes": 1}
+        )
     with pytest.raises(InvalidRequestError):
         session.change_timeout(timestamp=at(3), limits=LIMITS, changes={"bogus": 1})
 
@@ -712,7 +744,9 @@ def test_every_write_after_the_end_raises_session_ended() -> None:
         lambda: session.clear_history(timestamp=at(3)),
         lambda: session.rewind(timestamp=at(3), to_offset=1, head=0, message_count=0),
         lambda: session.restore_checkpoint(timestamp=at(3), checkpoint_id="c1"),
-        lambda: session.save_checkpoint(timestamp=at(3), checkpoint_id="c2", name="two"),
+        lambda: session.save_checkpoint(
+            timestamp=at(3), checkpoint_id="c2", name="two"
+        ),
         lambda: session.delete_checkpoint(timestamp=at(3), checkpoint_id="c1"),
         lambda: session.renew(timestamp=at(3)),
         lambda: session.heartbeat(timestamp=at(3)),
@@ -730,7 +764,9 @@ def test_every_write_after_the_end_raises_session_ended() -> None:
     assert session.version == version
 
 
-def test_a_session_past_its_deadline_is_warned_then_expired_and_refuses_writes() -> None:
+def test_a_session_past_its_deadline_is_warned_then_expired_and_refuses_writes() -> (
+    None
+):
     session = new_session()
     append(session, "a", 0)
     expires_at = session.expires_at
@@ -748,18 +784,26 @@ def test_a_session_past_its_deadline_is_warned_then_expired_and_refuses_writes()
     assert session.status == "ended"
 
 
-# ---------------------------------------------------------------------- expected offsets
+# --- expected offsets
 
 
-def test_a_write_expecting_another_offset_is_a_conflict_carrying_the_current_one() -> None:
+def test_a_write_expecting_another_offset_is_a_conflict_carrying_the_current_one() -> (
+    None
+):
     session = new_session()
     append(session, "a")
     session.save_checkpoint(timestamp=at(1), checkpoint_id="c1", name="one")
     writes = [
         lambda expected: append(session, "x", expected_offset=expected),
-        lambda expected: session.clear_history(timestamp=at(3), expected_offset=expected),
+        lambda expected: session.clear_history(
+            timestamp=at(3), expected_offset=expected
+        ),
         lambda expected: session.rewind(
-            timestamp=at(3), to_offset=2, head=2, message_count=1, expected_offset=expected
+            timestamp=at(3),
+            to_offset=2,
+            head=2,
+            message_count=1,
+            expected_offset=expected,
         ),
         lambda expected: session.restore_checkpoint(
             timestamp=at(3), checkpoint_id="c1", expected_offset=expected
@@ -777,7 +821,7 @@ def test_a_write_expecting_another_offset_is_a_conflict_carrying_the_current_one
         assert session.version == version + 1
 
 
-# ---------------------------------------------------------------------- idempotency
+# --- idempotency
 
 
 def test_idempotency_keys_are_remembered_for_a_window_of_the_latest_keys() -> None:
@@ -797,7 +841,7 @@ def test_idempotency_keys_are_remembered_for_a_window_of_the_latest_keys() -> No
     assert session.seen_idempotency_key("k1") == offsets[1]
 
 
-# ---------------------------------------------------------------------- error codes
+# --- error codes
 
 
 def test_domain_error_codes_are_stable() -> None:
@@ -816,7 +860,7 @@ def test_domain_error_codes_are_stable() -> None:
     assert OffsetConflictError(3, 4).detail == "expected offset 3, the session is at 4"
 
 
-# ---------------------------------------------------------------------- replay and snapshots
+# --- replay and snapshots
 
 
 def busy_session(log: Log) -> Session:
@@ -846,7 +890,9 @@ def busy_session(log: Log) -> Session:
     session.restore_checkpoint(timestamp=at(11), checkpoint_id="c1")
     session.delete_checkpoint(timestamp=at(12), checkpoint_id="c1")
     session.renew(timestamp=at(13))
-    session.change_timeout(timestamp=at(14), limits=LIMITS, changes={"timeout_minutes": 90})
+    session.change_timeout(
+        timestamp=at(14), limits=LIMITS, changes={"timeout_minutes": 90}
+    )
     session.set_pinned(timestamp=at(15), pinned=False)
     session.end(timestamp=at(16), reason="done")
     log.commit(session)
@@ -922,7 +968,11 @@ def test_a_snapshot_plus_the_later_events_equals_a_full_replay() -> None:
     session.clear_history(timestamp=at(5))
     log.commit(session)
 
-    tail = [e for e in log.events["s1"] if e.originator_version > snapshot.originator_version]
+    tail = [
+        e
+        for e in log.events["s1"]
+        if e.originator_version > snapshot.originator_version
+    ]
     rebuilt = reduce(lambda s, e: e.mutate(s), tail, restored)
 
     assert rebuilt == log.replay("s1") == session

@@ -29,7 +29,7 @@ LIMITS = TimeoutLimits(
     warning_threshold_minutes=5,
 )
 
-# ---------------------------------------------------------------------- TimeoutPolicy.resolve
+# --- TimeoutPolicy.resolve
 
 
 def test_a_policy_with_no_layers_is_the_global_default() -> None:
@@ -43,7 +43,11 @@ def test_a_policy_with_no_layers_is_the_global_default() -> None:
 
 
 def test_policy_layers_apply_global_then_agent_then_session() -> None:
-    agent = {"timeout_minutes": 60, "auto_renew": False, "warning_threshold_minutes": 10}
+    agent = {
+        "timeout_minutes": 60,
+        "auto_renew": False,
+        "warning_threshold_minutes": 10,
+    }
     session = {"timeout_minutes": 90}
     policy = TimeoutPolicy.resolve(LIMITS, agent, session)
     assert policy.timeout_minutes == 90  # the session wins
@@ -68,8 +72,15 @@ def test_the_timeout_is_clamped_into_the_limits(asked: int, expected: int) -> No
     assert policy.timeout_minutes == expected
 
 
-def test_the_maximum_duration_is_clamped_between_the_timeout_and_the_global_cap() -> None:
-    assert TimeoutPolicy.resolve(LIMITS, {"max_duration_minutes": 9999}).max_duration_minutes == 720
+def test_the_maximum_duration_is_clamped_between_the_timeout_and_the_global_cap() -> (
+    None
+):
+    assert (
+        TimeoutPolicy.resolve(
+            LIMITS, {"max_duration_minutes": 9999}
+        ).max_duration_minutes
+        == 720
+    )
     short = TimeoutPolicy.resolve(
         LIMITS, {"timeout_minutes": 120, "max_duration_minutes": 10}
     )
@@ -80,7 +91,12 @@ def test_the_maximum_duration_is_clamped_between_the_timeout_and_the_global_cap(
 
 
 def test_the_warning_threshold_is_clamped_between_zero_and_the_timeout() -> None:
-    assert TimeoutPolicy.resolve(LIMITS, {"warning_threshold_minutes": -1}).warning_threshold_minutes == 0
+    assert (
+        TimeoutPolicy.resolve(
+            LIMITS, {"warning_threshold_minutes": -1}
+        ).warning_threshold_minutes
+        == 0
+    )
     policy = TimeoutPolicy.resolve(
         LIMITS, {"timeout_minutes": 10, "warning_threshold_minutes": 50}
     )
@@ -100,7 +116,9 @@ def test_the_warning_threshold_is_clamped_between_zero_and_the_timeout() -> None
         {"auto_renew": 1},
     ],
 )
-def test_a_policy_with_wrongly_typed_values_is_an_invalid_request(layer: dict[str, Any]) -> None:
+def test_a_policy_with_wrongly_typed_values_is_an_invalid_request(
+    layer: dict[str, Any],
+) -> None:
     with pytest.raises(InvalidRequestError) as raised:
         TimeoutPolicy.resolve(LIMITS, layer)
     assert raised.value.code == "invalid_request"
@@ -108,7 +126,9 @@ def test_a_policy_with_wrongly_typed_values_is_an_invalid_request(layer: dict[st
 
 def test_changing_a_policy_refuses_out_of_range_values_instead_of_clamping() -> None:
     current = TimeoutPolicy.resolve(LIMITS).as_dict()
-    changed = TimeoutPolicy.changed(LIMITS, current, {"timeout_minutes": 60, "auto_renew": None})
+    changed = TimeoutPolicy.changed(
+        LIMITS, current, {"timeout_minutes": 60, "auto_renew": None}
+    )
     assert changed.timeout_minutes == 60
     assert changed.auto_renew is True
     for changes in (
@@ -124,20 +144,22 @@ def test_changing_a_policy_refuses_out_of_range_values_instead_of_clamping() -> 
             TimeoutPolicy.changed(LIMITS, current, changes)
 
 
-def test_deadlines_follow_the_anchor_only_when_auto_renewing_and_never_pass_the_cap() -> None:
+def test_deadlines_follow_the_anchor_only_when_auto_renewing_and_never_pass_cap() -> (
+    None
+):
     created = datetime(2026, 1, 1, tzinfo=UTC)
     anchor = created + timedelta(minutes=100)
     renewing = {"timeout_minutes": 30, "auto_renew": True, "max_duration_minutes": 120}
     fixed = {**renewing, "auto_renew": False}
     assert deadline(renewing, created, anchor) == created + timedelta(minutes=120)
-    assert deadline(renewing, created, created + timedelta(minutes=10)) == created + timedelta(
-        minutes=40
-    )
+    assert deadline(
+        renewing, created, created + timedelta(minutes=10)
+    ) == created + timedelta(minutes=40)
     assert deadline(fixed, created, anchor) == created + timedelta(minutes=30)
     assert max_end(renewing, created) == created + timedelta(minutes=120)
 
 
-# ---------------------------------------------------------------------- scope_key
+# --- scope_key
 
 
 def key(scope: Scope, **fields: Any) -> str:
@@ -156,7 +178,9 @@ def test_main_scope_shares_one_session_across_users_and_channels() -> None:
 
 def test_per_peer_scope_gives_each_user_one_session_across_channels() -> None:
     assert key(Scope.PER_PEER) == "tenant/agent:echo:dm:peer:alice"
-    assert key(Scope.PER_PEER, channel_id="slack") == key(Scope.PER_PEER, channel_id="discord")
+    assert key(Scope.PER_PEER, channel_id="slack") == key(
+        Scope.PER_PEER, channel_id="discord"
+    )
     assert key(Scope.PER_PEER, user_id="bob") != key(Scope.PER_PEER)
 
 
@@ -177,7 +201,10 @@ def test_group_chats_are_isolated_per_chat_whatever_the_scope(scope: Scope) -> N
     assert first == "tenant/agent:echo:slack:group:room-1"
     assert key(scope, group=True, channel_id="slack", peer_id="room-2") != first
     # Every member of the chat shares its session.
-    assert key(scope, group=True, channel_id="slack", peer_id="room-1", user_id="bob") == first
+    assert (
+        key(scope, group=True, channel_id="slack", peer_id="room-1", user_id="bob")
+        == first
+    )
     # A group never shares a direct-message session.
     assert first not in {key(s, channel_id="slack", peer_id="room-1") for s in Scope}
 
@@ -195,7 +222,7 @@ def test_scope_keys_are_namespaced_by_owner_and_agent(scope: Scope) -> None:
     assert mine.startswith("tenant/agent:echo:")
 
 
-# ---------------------------------------------------------------------- deep_merge
+# --- deep_merge
 
 
 def test_deep_merge_merges_nested_objects_and_null_deletes() -> None:
@@ -232,7 +259,7 @@ def test_deep_merge_never_stores_a_null_from_a_new_nested_object() -> None:
     assert deep_merge({"a": 5}, {"a": {"b": {"c": None}}}) == {"a": {"b": {}}}
 
 
-# ---------------------------------------------------------------------- ids and names
+# --- ids and names
 
 
 @pytest.mark.parametrize("session_id", ["a", "A-b_9", "x" * 128, "0123456789abcdef"])

@@ -278,7 +278,7 @@ def test_a_body_at_the_limit_within_every_bound_is_accepted(
     assert response.json()["metadata"] == metadata
 
 
-# ---------------------------------------------------------------------- unit level
+# --- unit level
 
 
 def test_decode_accepts_depth_up_to_the_limit_and_refuses_one_more() -> None:

@@ -22,7 +22,9 @@ def receiver() -> Iterator[tuple[str, list[dict[str, Any]], threading.Event]]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(orjson.loads(self.rfile.read(int(self.headers["content-length"]))))
+            received.append(
+                orjson.loads(self.rfile.read(int(self.headers["content-length"])))
+            )
             self.send_response(204)
             self.end_headers()
             arrived.set()
@@ -44,7 +46,11 @@ def test_a_webhook_set_over_http_receives_the_sessions_events(
     sid = new_session(client)["id"]
     answer = client.put(
         f"/v1/sessions/{sid}/webhook",
-        json={"url": url, "headers": {"authorization": "Bearer hook-secret"}, "events": ["message_appended"]},
+        json={
+            "url": url,
+            "headers": {"authorization": "Bearer hook-secret"},
+            "events": ["message_appended"],
+        },
     )
     assert answer.status_code == 200
     assert answer.json()["webhook"]["headers"] == {"authorization": "***"}
@@ -52,12 +58,17 @@ def test_a_webhook_set_over_http_receives_the_sessions_events(
     assert arrived.wait(15)
     assert received[0]["session_id"] == sid
     assert received[0]["event"]["type"] == "message_appended"
-    deliveries = client.get(f"/v1/sessions/{sid}/webhook/deliveries").json()["deliveries"]
-    assert deliveries and all(d["url"] == url for d in deliveries)
+    deliveries = client.get(f"/v1/sessions/{sid}/webhook/deliveries").json()[
+        "deliveries"
+    ]
+    assert deliveries
+    assert all(d["url"] == url for d in deliveries)
     assert b"hook-secret" not in client.get(f"/v1/sessions/{sid}/events").content
 
 
-def test_an_invalid_webhook_is_refused_and_changes_nothing(client: httpx.Client) -> None:
+def test_an_invalid_webhook_is_refused_and_changes_nothing(
+    client: httpx.Client,
+) -> None:
     sid = new_session(client)["id"]
     before = client.get(f"/v1/sessions/{sid}").json()["offset"]
     refused = client.put(f"/v1/sessions/{sid}/webhook", json={"url": "ftp://x/y"})
@@ -70,7 +81,9 @@ def test_the_reset_policy_changes_only_the_fields_named(client: httpx.Client) ->
     sid = new_session(client)["id"]
     first = client.patch(f"/v1/sessions/{sid}/reset-policy", json={"idle_minutes": 30})
     assert first.json()["reset_policy"] == {"daily_at": None, "idle_minutes": 30}
-    second = client.patch(f"/v1/sessions/{sid}/reset-policy", json={"daily_at": "04:00"})
+    second = client.patch(
+        f"/v1/sessions/{sid}/reset-policy", json={"daily_at": "04:00"}
+    )
     assert second.json()["reset_policy"] == {"daily_at": "04:00", "idle_minutes": 30}
     off = client.patch(f"/v1/sessions/{sid}/reset-policy", json={"idle_minutes": None})
     assert off.json()["reset_policy"] == {"daily_at": "04:00", "idle_minutes": None}
@@ -91,11 +104,15 @@ def test_if_match_is_checked_atomically_on_every_write(client: httpx.Client) -> 
     sid = new_session(client)["id"]
     offset = client.get(f"/v1/sessions/{sid}").json()["offset"]
     renamed = client.patch(
-        f"/v1/sessions/{sid}", json={"name": "matched"}, headers={"If-Match": str(offset)}
+        f"/v1/sessions/{sid}",
+        json={"name": "matched"},
+        headers={"If-Match": str(offset)},
     )
     assert renamed.status_code == 200
     stale = client.post(
-        f"/v1/sessions/{sid}/checkpoints", json={"name": "late"}, headers={"If-Match": str(offset)}
+        f"/v1/sessions/{sid}/checkpoints",
+        json={"name": "late"},
+        headers={"If-Match": str(offset)},
     )
     assert stale.status_code == 409
     assert stale.json()["current_offset"] == offset + 1

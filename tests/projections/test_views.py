@@ -79,7 +79,9 @@ def assert_history(
     for limit in (*limits, len(contents), len(contents) + 1):
         if limit < 1:
             continue
-        for descending, before, after in itertools.product((True, False), bounds, bounds):
+        for descending, before, after in itertools.product(
+            (True, False), bounds, bounds
+        ):
             expected = [
                 o
                 for o in offsets
@@ -95,10 +97,12 @@ def assert_history(
             assert has_more == (len(expected) > limit), where
 
 
-# ---------------------------------------------------------------------- paging
+# --- paging
 
 
-def test_paging_newest_first_by_before_visits_every_message_once(runtime: Runtime) -> None:
+def test_paging_newest_first_by_before_visits_every_message_once(
+    runtime: Runtime,
+) -> None:
     chat = Conversation(runtime, runtime.create()["id"])
     chat.say(*[f"m{i}" for i in range(10)])
 
@@ -116,7 +120,9 @@ def test_paging_newest_first_by_before_visits_every_message_once(runtime: Runtim
     assert pages == 4
 
 
-def test_paging_oldest_first_by_after_visits_every_message_once(runtime: Runtime) -> None:
+def test_paging_oldest_first_by_after_visits_every_message_once(
+    runtime: Runtime,
+) -> None:
     chat = Conversation(runtime, runtime.create()["id"])
     chat.say(*[f"m{i}" for i in range(9)])
 
@@ -186,7 +192,9 @@ def test_history_arguments_are_validated(runtime: Runtime) -> None:
             runtime.history(session_id, **arguments)
 
 
-def test_messages_are_shown_with_every_recorded_field(runtime: Runtime, clock: FakeClock) -> None:
+def test_messages_are_shown_with_every_recorded_field(
+    runtime: Runtime, clock: FakeClock
+) -> None:
     session_id = runtime.create()["id"]
     message = runtime.append(
         session_id,
@@ -215,7 +223,7 @@ def test_messages_are_shown_with_every_recorded_field(runtime: Runtime, clock: F
     assert runtime.views.reply_to(session_id, message["offset"]) == reply
 
 
-# ---------------------------------------------------------------------- clear, rewind, fork
+# --- clear, rewind, fork
 
 
 def test_history_after_a_clear_shows_only_later_messages(runtime: Runtime) -> None:
@@ -226,7 +234,9 @@ def test_history_after_a_clear_shows_only_later_messages(runtime: Runtime) -> No
     chat.say("c", "d")
     assert_history(runtime, chat.id, ["c", "d"], [chat])
     events = runtime.events(chat.id)["events"]
-    assert [e["data"]["content"] for e in events if e["type"] == "message_appended"] == [
+    assert [
+        e["data"]["content"] for e in events if e["type"] == "message_appended"
+    ] == [
         "a",
         "b",
         "c",
@@ -260,7 +270,9 @@ def test_rewind_into_an_abandoned_branch_shows_that_branch(runtime: Runtime) -> 
     assert_history(runtime, chat.id, ["a", "x"], [chat])
 
 
-def test_rewinding_to_before_a_clear_brings_the_cleared_messages_back(runtime: Runtime) -> None:
+def test_rewinding_to_before_a_clear_brings_the_cleared_messages_back(
+    runtime: Runtime,
+) -> None:
     chat = Conversation(runtime, runtime.create()["id"])
     chat.say("a", "b")
     runtime.clear(chat.id)
@@ -269,7 +281,9 @@ def test_rewinding_to_before_a_clear_brings_the_cleared_messages_back(runtime: R
     assert_history(runtime, chat.id, ["a", "b"], [chat])
 
 
-def test_a_fork_shows_inherited_and_own_messages_in_increasing_offsets(runtime: Runtime) -> None:
+def test_a_fork_shows_inherited_and_own_messages_in_increasing_offsets(
+    runtime: Runtime,
+) -> None:
     parent = Conversation(runtime, runtime.create()["id"])
     parent.say("a", "b", "c")
     child = Conversation(runtime, runtime.fork(parent.id)["id"])
@@ -281,13 +295,20 @@ def test_a_fork_shows_inherited_and_own_messages_in_increasing_offsets(runtime: 
     assert inherited["session_id"] == parent.id
 
 
-def test_a_fork_at_an_older_offset_shows_the_history_of_that_moment(runtime: Runtime) -> None:
+def test_a_fork_at_an_older_offset_shows_the_history_of_that_moment(
+    runtime: Runtime,
+) -> None:
     parent = Conversation(runtime, runtime.create()["id"])
     parent.say("a", "b", "c")
-    child = Conversation(runtime, runtime.fork(parent.id, offset=parent.offsets["b"])["id"])
+    child = Conversation(
+        runtime, runtime.fork(parent.id, offset=parent.offsets["b"])["id"]
+    )
     child.say("x")
     assert_history(runtime, child.id, ["a", "b", "x"], [parent, child])
-    assert runtime.get(child.id)["parent"] == {"session_id": parent.id, "offset": parent.offsets["b"]}
+    assert runtime.get(child.id)["parent"] == {
+        "session_id": parent.id,
+        "offset": parent.offsets["b"],
+    }
 
 
 def test_a_fork_of_a_fork_shows_three_generations(runtime: Runtime) -> None:
@@ -295,12 +316,16 @@ def test_a_fork_of_a_fork_shows_three_generations(runtime: Runtime) -> None:
     grandparent.say("a", "b")
     parent = Conversation(runtime, runtime.fork(grandparent.id)["id"])
     parent.say("c", "d")
-    child = Conversation(runtime, runtime.fork(parent.id, offset=parent.offsets["c"])["id"])
+    child = Conversation(
+        runtime, runtime.fork(parent.id, offset=parent.offsets["c"])["id"]
+    )
     child.say("e")
     everyone = [grandparent, parent, child]
     assert_history(runtime, child.id, ["a", "b", "c", "e"], everyone)
     assert_history(runtime, parent.id, ["a", "b", "c", "d"], everyone)
-    young = Conversation(runtime, runtime.fork(parent.id, offset=grandparent.offsets["a"])["id"])
+    young = Conversation(
+        runtime, runtime.fork(parent.id, offset=grandparent.offsets["a"])["id"]
+    )
     young.say("f")
     assert_history(runtime, young.id, ["a", "f"], [*everyone, young])
 
@@ -346,7 +371,7 @@ def test_a_forks_offsets_continue_after_the_fork_point(runtime: Runtime) -> None
     assert events[0]["type"] == "opened"
 
 
-# ---------------------------------------------------------------------- events
+# --- events
 
 
 def test_the_events_page_by_offset_with_an_exact_has_more(runtime: Runtime) -> None:
@@ -365,7 +390,7 @@ def test_the_events_page_by_offset_with_an_exact_has_more(runtime: Runtime) -> N
     assert event["at"] == "2026-01-01T00:00:00.000Z"
 
 
-# ---------------------------------------------------------------------- the session index
+# --- the session index
 
 
 @pytest.fixture
@@ -462,7 +487,12 @@ def test_the_last_full_page_has_no_next_cursor(runtime: Runtime) -> None:
 
 
 def test_a_bad_cursor_or_filter_is_an_invalid_request(runtime: Runtime) -> None:
-    for arguments in ({"cursor": "!!!"}, {"cursor": "bm90IGpzb24"}, {"limit": 0}, {"status": "x"}):
+    for arguments in (
+        {"cursor": "!!!"},
+        {"cursor": "bm90IGpzb24"},
+        {"limit": 0},
+        {"status": "x"},
+    ):
         with pytest.raises(InvalidRequestError):
             runtime.list(**arguments)
 
@@ -498,7 +528,9 @@ def test_the_index_row_is_written_with_the_events(runtime: Runtime) -> None:
     assert row["spans"] == [[session_id, 1, None]]
 
 
-def test_the_branch_tree_lists_forks_and_restores(runtime: Runtime, clock: FakeClock) -> None:
+def test_the_branch_tree_lists_forks_and_restores(
+    runtime: Runtime, clock: FakeClock
+) -> None:
     chat = Conversation(runtime, runtime.create()["id"])
     chat.say("a", "b")
     checkpoint = runtime.checkpoint_save(chat.id, "cp")
@@ -510,7 +542,10 @@ def test_the_branch_tree_lists_forks_and_restores(runtime: Runtime, clock: FakeC
     branches = runtime.branches(chat.id)
     assert branches["parent"] is None
     assert [f["session_id"] for f in branches["forks"]] == [first["id"], second["id"]]
-    assert [f["offset"] for f in branches["forks"]] == [chat.offsets["c"], chat.offsets["a"]]
+    assert [f["offset"] for f in branches["forks"]] == [
+        chat.offsets["c"],
+        chat.offsets["a"],
+    ]
     assert [r["checkpoint_id"] for r in branches["restores"]] == [checkpoint["id"]]
     assert branches["restores"][0]["to_offset"] == checkpoint["offset"]
     assert runtime.branches(first["id"])["parent"] == {
@@ -519,7 +554,7 @@ def test_the_branch_tree_lists_forks_and_restores(runtime: Runtime, clock: FakeC
     }
 
 
-# ---------------------------------------------------------------------- constraints the index enforces
+# --- constraints the index enforces
 
 
 def stray_session(runtime: Runtime, session_id: str, **fields: Any) -> Session:

@@ -113,7 +113,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.runtime.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    # ------------------------------------------------------------------ helpers
+    # --- helpers
 
     def _pick(
         self, data: st.DataObject, candidates: list[ModelSession]
@@ -133,7 +133,7 @@ class SessionMachine(RuleBasedStateMachine):
         model.record()
         self.sessions[model.id] = model
 
-    # ------------------------------------------------------------------ rules
+    # --- rules
 
     @initialize(rng=st.randoms(use_true_random=False))
     def start(self, rng: random.Random) -> None:
@@ -270,7 +270,7 @@ class SessionMachine(RuleBasedStateMachine):
         self.runtime.close()
         self.runtime = self._open()
 
-    # ------------------------------------------------------------------ invariants
+    # --- invariants
 
     @invariant()
     def every_session_matches_the_model(self) -> None:
@@ -326,7 +326,7 @@ SessionMachine.TestCase.settings = settings(
 TestSessionMachine = SessionMachine.TestCase
 
 
-# ------------------------------------------------- found by the machine
+# --- found by the machine
 
 PARENT_TIMELINE = {
     1: [],

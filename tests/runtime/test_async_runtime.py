@@ -39,7 +39,9 @@ class GatedAgent:
         yield TextDelta("waiting ")
         self.opened_in_time = self.gate.wait(WAIT)
         yield TextDelta("done")
-        yield FinalMessage(content="waiting done", usage={"input_tokens": 1, "output_tokens": 2})
+        yield FinalMessage(
+            content="waiting done", usage={"input_tokens": 1, "output_tokens": 2}
+        )
 
 
 def gated(runtime: Runtime) -> tuple[GatedAgent, str]:
@@ -96,7 +98,9 @@ def test_errors_of_a_call_reach_the_coroutine_with_their_code(runtime: Runtime) 
     asyncio.run(main())
 
 
-def test_the_async_stream_yields_the_same_events_as_the_sync_stream(runtime: Runtime) -> None:
+def test_the_async_stream_yields_the_same_events_as_the_sync_stream(
+    runtime: Runtime,
+) -> None:
     aruntime = AsyncRuntime(runtime)
     sync_id = runtime.create()["id"]
     async_id = runtime.create()["id"]

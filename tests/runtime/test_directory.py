@@ -92,7 +92,7 @@ def offsets_of_log(runtime: Runtime, session_id: str) -> list[int]:
     return [e["offset"] for e in events["events"]]
 
 
-# ---------------------------------------------------------------------- get-or-start
+# --- get-or-start
 
 
 def test_thirty_two_threads_asking_for_one_session_at_once_share_one_actor(
@@ -137,7 +137,7 @@ def test_many_threads_starting_many_sessions_at_once_get_one_actor_each(
     assert runtime.directory.live_count() == len(ids)
 
 
-# ---------------------------------------------------------------------- passivation
+# --- passivation
 
 
 def test_passivating_a_session_while_it_is_written_loses_nothing_nor_doubles_actors(
@@ -242,7 +242,7 @@ def test_a_passivated_session_is_rebuilt_from_snapshot_and_tail_on_its_next_comm
     assert runtime.directory.stats.activations == 2
 
 
-# ---------------------------------------------------------------------- storage failure
+# --- storage failure
 
 
 def test_a_storage_error_stops_the_actor_and_the_next_command_rebuilds_it_from_the_log(

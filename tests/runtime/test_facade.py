@@ -38,7 +38,9 @@ ADMIN = Principal("root", admin=True)
 WAIT = 30.0  # seconds any future or barrier may take before the test fails
 
 
-def contents(runtime: Runtime, session_id: str, principal: Principal = ALICE) -> list[str]:
+def contents(
+    runtime: Runtime, session_id: str, principal: Principal = ALICE
+) -> list[str]:
     return [m["content"] for m in runtime.messages(session_id, principal=principal)]
 
 
@@ -64,10 +66,12 @@ def run_together(count: int, action: Callable[[int], Any]) -> list[Any]:
         return [future.result(timeout=WAIT) for future in futures]
 
 
-# ---------------------------------------------------------------------- create
+# --- create
 
 
-def test_a_new_session_is_active_empty_and_owned_by_its_creator(runtime: Runtime) -> None:
+def test_a_new_session_is_active_empty_and_owned_by_its_creator(
+    runtime: Runtime,
+) -> None:
     session = runtime.create(
         principal=ALICE,
         name="  Plans ",
@@ -152,7 +156,9 @@ def test_an_unknown_agent_is_agent_not_found(runtime: Runtime) -> None:
         {"group": True},  # a group needs the chat id
     ],
 )
-def test_invalid_creation_arguments_are_refused(runtime: Runtime, arguments: dict[str, Any]) -> None:
+def test_invalid_creation_arguments_are_refused(
+    runtime: Runtime, arguments: dict[str, Any]
+) -> None:
     with pytest.raises(InvalidRequestError):
         runtime.create(**arguments)
     assert runtime.list()["total"] == 0
@@ -160,19 +166,25 @@ def test_invalid_creation_arguments_are_refused(runtime: Runtime, arguments: dic
 
 def test_get_or_create_by_scope_returns_the_live_session(runtime: Runtime) -> None:
     first, created = runtime.open(principal=ALICE, scope="per-peer", channel_id="slack")
-    again, created_again = runtime.open(principal=ALICE, scope="per-peer", channel_id="discord")
+    again, created_again = runtime.open(
+        principal=ALICE, scope="per-peer", channel_id="discord"
+    )
     assert (created, created_again) == (True, False)
     assert again["id"] == first["id"]
     other_user, _ = runtime.open(principal=ALICE, scope="per-peer", user_id="carol")
     assert other_user["id"] != first["id"]
     other_owner, _ = runtime.open(principal=BOB, scope="per-peer", user_id="alice")
     assert other_owner["id"] != first["id"]
-    group, _ = runtime.open(principal=ALICE, group=True, channel_id="slack", peer_id="room")
+    group, _ = runtime.open(
+        principal=ALICE, group=True, channel_id="slack", peer_id="room"
+    )
     assert group["id"] not in {first["id"], other_user["id"]}
     assert group["scope_key"] == "alice/agent:echo:slack:group:room"
 
 
-def test_get_or_create_from_sixteen_threads_at_once_makes_one_session(runtime: Runtime) -> None:
+def test_get_or_create_from_sixteen_threads_at_once_makes_one_session(
+    runtime: Runtime,
+) -> None:
     results = run_together(16, lambda _: runtime.open(principal=ALICE, scope="main"))
 
     errors = [r for r in results if isinstance(r, Exception)]
@@ -217,7 +229,9 @@ def test_a_users_names_are_their_owners_business_only(runtime: Runtime) -> None:
     assert runtime.get(mine["id"], principal=ALICE)["name"] == "Trip"
 
 
-def test_racing_creates_with_one_name_make_exactly_one_session(runtime: Runtime) -> None:
+def test_racing_creates_with_one_name_make_exactly_one_session(
+    runtime: Runtime,
+) -> None:
     names = ["Same", "same", "SAME", " Same "]
     results = run_together(
         8, lambda i: runtime.create(principal=ALICE, name=names[i % len(names)])
@@ -231,7 +245,9 @@ def test_racing_creates_with_one_name_make_exactly_one_session(runtime: Runtime)
     assert runtime.get(made[0]["id"], principal=ALICE)["name"].casefold() == "same"
 
 
-def test_racing_renames_to_one_name_leave_one_winner_and_every_session(runtime: Runtime) -> None:
+def test_racing_renames_to_one_name_leave_one_winner_and_every_session(
+    runtime: Runtime,
+) -> None:
     sessions = [runtime.create(principal=ALICE)["id"] for _ in range(8)]
     results = run_together(
         8,
@@ -251,7 +267,7 @@ def test_racing_renames_to_one_name_leave_one_winner_and_every_session(runtime: 
         runtime.append(session_id, "still here", principal=ALICE)
 
 
-# ---------------------------------------------------------------------- ownership
+# --- ownership
 
 
 def prepared_session(runtime: Runtime, name: str = "private") -> tuple[str, str]:
@@ -263,7 +279,9 @@ def prepared_session(runtime: Runtime, name: str = "private") -> tuple[str, str]
     return session_id, checkpoint["id"]
 
 
-def session_calls(session_id: str, checkpoint_id: str) -> dict[str, Callable[[Runtime, Principal], Any]]:
+def session_calls(
+    session_id: str, checkpoint_id: str
+) -> dict[str, Callable[[Runtime, Principal], Any]]:
     """One valid call of every public method that takes a session id."""
 
     def tail(runtime: Runtime, principal: Principal) -> None:
@@ -272,11 +290,15 @@ def session_calls(session_id: str, checkpoint_id: str) -> dict[str, Callable[[Ru
     return {
         "append": lambda r, p: r.append(session_id, "x", principal=p),
         "branches": lambda r, p: r.branches(session_id, principal=p),
-        "checkpoint_delete": lambda r, p: r.checkpoint_delete(session_id, checkpoint_id, principal=p),
+        "checkpoint_delete": lambda r, p: r.checkpoint_delete(
+            session_id, checkpoint_id, principal=p
+        ),
         "checkpoint_restore": lambda r, p: r.checkpoint_restore(
             session_id, checkpoint_id, principal=p
         ),
-        "checkpoint_save": lambda r, p: r.checkpoint_save(session_id, "mine now", principal=p),
+        "checkpoint_save": lambda r, p: r.checkpoint_save(
+            session_id, "mine now", principal=p
+        ),
         "checkpoints": lambda r, p: r.checkpoints(session_id, principal=p),
         "clear": lambda r, p: r.clear(session_id, principal=p),
         "delete": lambda r, p: r.delete(session_id, principal=p),
@@ -288,21 +310,31 @@ def session_calls(session_id: str, checkpoint_id: str) -> dict[str, Callable[[Ru
         "history": lambda r, p: r.history(session_id, principal=p),
         "history_text": lambda r, p: r.history_text(session_id, principal=p),
         "messages": lambda r, p: r.messages(session_id, principal=p),
-        "patch_attributes": lambda r, p: r.patch_attributes(session_id, {"a": 1}, principal=p),
+        "patch_attributes": lambda r, p: r.patch_attributes(
+            session_id, {"a": 1}, principal=p
+        ),
         "renew": lambda r, p: r.renew(session_id, principal=p),
         "rescope": lambda r, p: r.rescope(session_id, "main", principal=p),
         "reset": lambda r, p: r.reset(session_id, principal=p),
         "rewind": lambda r, p: r.rewind(session_id, 2, principal=p),
         "send": lambda r, p: r.send(session_id, "x", principal=p),
-        "set_reset_policy": lambda r, p: r.set_reset_policy(session_id, principal=p, idle_minutes=60),
+        "set_reset_policy": lambda r, p: r.set_reset_policy(
+            session_id, principal=p, idle_minutes=60
+        ),
         "set_webhook": lambda r, p: r.set_webhook(session_id, None, principal=p),
         "state_at": lambda r, p: r.state_at(session_id, 2, principal=p),
         "stream": lambda r, p: list(r.stream(session_id, "x", principal=p)),
         "submit": lambda r, p: r.submit(session_id, "x", principal=p),
         "tail": tail,
-        "update": lambda r, p: r.update(session_id, principal=p, name="renamed", pinned=True),
-        "update_timeout": lambda r, p: r.update_timeout(session_id, principal=p, timeout_minutes=60),
-        "webhook_deliveries": lambda r, p: r.webhook_deliveries(session_id, principal=p),
+        "update": lambda r, p: r.update(
+            session_id, principal=p, name="renamed", pinned=True
+        ),
+        "update_timeout": lambda r, p: r.update_timeout(
+            session_id, principal=p, timeout_minutes=60
+        ),
+        "webhook_deliveries": lambda r, p: r.webhook_deliveries(
+            session_id, principal=p
+        ),
     }
 
 
@@ -315,7 +347,9 @@ def methods_taking_a_session_id() -> set[str]:
     return found
 
 
-def test_the_ownership_walk_covers_every_public_method_that_takes_a_session_id() -> None:
+def test_the_ownership_walk_covers_every_public_method_that_takes_a_session_id() -> (
+    None
+):
     covered = set(session_calls("s", "c"))
     # create/open take a caller-chosen id for a *new* session (see the conflict
     # test); supervise is the lifecycle supervisor's own hook and takes no principal.
@@ -363,10 +397,12 @@ def test_an_admins_reads_see_the_owners_data(runtime: Runtime) -> None:
     # What an admin forks is the admin's, and not visible to the original owner.
     with pytest.raises(SessionNotFoundError):
         runtime.get(fork["id"], principal=ALICE)
-    assert [f["session_id"] for f in runtime.branches(session_id, principal=ALICE)["forks"]] == []
+    assert [
+        f["session_id"] for f in runtime.branches(session_id, principal=ALICE)["forks"]
+    ] == []
 
 
-# ---------------------------------------------------------------------- turns
+# --- turns
 
 
 def test_send_records_the_message_and_the_agents_reply(runtime: Runtime) -> None:
@@ -402,7 +438,7 @@ def test_a_non_user_message_is_recorded_without_a_turn(runtime: Runtime) -> None
         runtime.send(session_id, "x", role="wizard")
 
 
-def test_send_retried_with_an_idempotency_key_returns_the_first_result_and_appends_nothing(
+def test_a_send_retried_with_its_idempotency_key_returns_the_first_result_only(
     runtime: Runtime,
 ) -> None:
     session_id = runtime.create()["id"]
@@ -420,7 +456,9 @@ def test_send_retried_with_an_idempotency_key_returns_the_first_result_and_appen
     assert other["user_message"]["offset"] == offset + 1
 
 
-def test_append_retried_with_an_idempotency_key_returns_the_first_message(runtime: Runtime) -> None:
+def test_append_retried_with_an_idempotency_key_returns_the_first_message(
+    runtime: Runtime,
+) -> None:
     session_id = runtime.create()["id"]
     first = runtime.append(session_id, "note", idempotency_key="k")
     assert runtime.append(session_id, "note", idempotency_key="k") == first
@@ -432,9 +470,13 @@ def test_idempotency_keys_are_forgotten_beyond_the_window(runtime: Runtime) -> N
     first = runtime.append(session_id, "first", idempotency_key="k-0")
     offsets = [first["offset"]]
     for i in range(1, IDEMPOTENCY_WINDOW + 1):
-        offsets.append(runtime.append(session_id, f"m{i}", idempotency_key=f"k-{i}")["offset"])
+        offsets.append(
+            runtime.append(session_id, f"m{i}", idempotency_key=f"k-{i}")["offset"]
+        )
     # The oldest key fell out of the window; the newest is still remembered.
-    last = runtime.append(session_id, "again", idempotency_key=f"k-{IDEMPOTENCY_WINDOW}")
+    last = runtime.append(
+        session_id, "again", idempotency_key=f"k-{IDEMPOTENCY_WINDOW}"
+    )
     assert last["offset"] == offsets[-1]
     again = runtime.append(session_id, "first", idempotency_key="k-0")
     assert again["offset"] == offsets[-1] + 1
@@ -449,7 +491,9 @@ def test_writes_expecting_another_offset_are_conflicts_naming_the_current_one(
     writes: list[Callable[[int], Any]] = [
         lambda expected: runtime.append(session_id, "x", expected_offset=expected),
         lambda expected: runtime.send(session_id, "x", expected_offset=expected),
-        lambda expected: list(runtime.stream(session_id, "x", expected_offset=expected)),
+        lambda expected: list(
+            runtime.stream(session_id, "x", expected_offset=expected)
+        ),
         lambda expected: runtime.clear(session_id, expected_offset=expected),
         lambda expected: runtime.rewind(session_id, 2, expected_offset=expected),
     ]
@@ -498,7 +542,7 @@ def test_the_agent_replies_to_the_latest_user_message_of_the_visible_history(
     assert runtime.send(session_id, "second")["reply"]["content"] == "second"
 
 
-# ---------------------------------------------------------------------- reading
+# --- reading
 
 
 def test_history_text_renders_markdown_and_plain_text(runtime: Runtime) -> None:
@@ -510,7 +554,10 @@ def test_history_text_renders_markdown_and_plain_text(runtime: Runtime) -> None:
     assert "- Messages: 2" in markdown
     assert "### User · 2026-01-01T00:00:00.000Z\n\nhi there" in markdown
     assert "### Assistant · " in markdown
-    assert runtime.history_text(session_id, format="text") == "user: hi there\n\nassistant: hi there"
+    assert (
+        runtime.history_text(session_id, format="text")
+        == "user: hi there\n\nassistant: hi there"
+    )
     with pytest.raises(InvalidRequestError):
         runtime.history_text(session_id, format="html")
 
@@ -526,8 +573,12 @@ def test_export_gives_json_markdown_or_text(runtime: Runtime) -> None:
     assert [m["content"] for m in exported["messages"]] == ["hello", "hello"]
     assert [c["id"] for c in exported["checkpoints"]] == [checkpoint["id"]]
     assert exported["exported_at"] == "2026-01-01T00:00:00.000Z"
-    assert runtime.export(session_id, format="markdown") == runtime.history_text(session_id)
-    assert runtime.export(session_id, format="text") == "user: hello\n\nassistant: hello"
+    assert runtime.export(session_id, format="markdown") == runtime.history_text(
+        session_id
+    )
+    assert (
+        runtime.export(session_id, format="text") == "user: hello\n\nassistant: hello"
+    )
     with pytest.raises(InvalidRequestError):
         runtime.export(session_id, format="pdf")
 
@@ -556,7 +607,9 @@ def test_reads_after_a_write_see_it_immediately(runtime: Runtime) -> None:
 def test_updates_rename_pin_merge_attributes_and_replace_metadata_in_one_write(
     runtime: Runtime,
 ) -> None:
-    session_id = runtime.create(attributes={"a": {"x": 1, "y": 2}}, metadata={"old": 1})["id"]
+    session_id = runtime.create(
+        attributes={"a": {"x": 1, "y": 2}}, metadata={"old": 1}
+    )["id"]
     updated = runtime.update(
         session_id,
         name="Named",
@@ -571,12 +624,15 @@ def test_updates_rename_pin_merge_attributes_and_replace_metadata_in_one_write(
     assert updated["offset"] == 5
     assert runtime.update(session_id, name=None)["name"] is None
     assert runtime.update(session_id, pinned=True)["offset"] == 6  # already pinned
-    assert runtime.patch_attributes(session_id, {"b": 1})["attributes"] == {"a": {"x": 1, "z": 3}, "b": 1}
+    assert runtime.patch_attributes(session_id, {"b": 1})["attributes"] == {
+        "a": {"x": 1, "z": 3},
+        "b": 1,
+    }
     with pytest.raises(InvalidRequestError):
         runtime.update(session_id, pinned="yes")  # type: ignore[arg-type]
 
 
-# ---------------------------------------------------------------------- checkpoints, rewind, state_at
+# --- checkpoints, rewind, state_at
 
 
 def test_checkpoints_are_listed_restored_and_deleted(runtime: Runtime) -> None:
@@ -626,7 +682,9 @@ def test_rewinding_outside_the_sessions_life_is_out_of_range(runtime: Runtime) -
     assert runtime.get(session_id)["offset"] == 2
 
 
-def test_state_at_rebuilds_the_session_as_it_was(runtime_factory: RuntimeFactory) -> None:
+def test_state_at_rebuilds_the_session_as_it_was(
+    runtime_factory: RuntimeFactory,
+) -> None:
     runtime = runtime_factory(snapshot_interval=2)
     session_id = runtime.create(name="first")["id"]  # 1
     runtime.update(session_id, name="second")  # 2
@@ -640,24 +698,36 @@ def test_state_at_rebuilds_the_session_as_it_was(runtime_factory: RuntimeFactory
     assert (at_four["offset"], at_four["message_count"], at_four["head"]) == (4, 2, 4)
     assert runtime.state_at(session_id, 5)["message_count"] == 0
     assert runtime.state_at(session_id, 5) == {
-        k: v for k, v in runtime.get(session_id).items() if k not in ("time_remaining_ms", "near_expiry")
+        k: v
+        for k, v in runtime.get(session_id).items()
+        if k not in ("time_remaining_ms", "near_expiry")
     }
 
 
-def test_state_at_refuses_offsets_outside_the_sessions_own_life(runtime: Runtime) -> None:
+def test_state_at_refuses_offsets_outside_the_sessions_own_life(
+    runtime: Runtime,
+) -> None:
     session_id = runtime.create()["id"]
     runtime.append(session_id, "a")
     fork_id = runtime.fork(session_id)["id"]  # opens at 3
-    for target, offset in ((session_id, 0), (session_id, 3), (fork_id, 2), (fork_id, 4)):
+    for target, offset in (
+        (session_id, 0),
+        (session_id, 3),
+        (fork_id, 2),
+        (fork_id, 4),
+    ):
         with pytest.raises(OffsetOutOfRangeError) as raised:
             runtime.state_at(target, offset)
         assert raised.value.code == "offset_out_of_range"
     with pytest.raises(InvalidRequestError):
         runtime.state_at(session_id, "1")  # type: ignore[arg-type]
-    assert runtime.state_at(fork_id, 3)["parent"] == {"session_id": session_id, "offset": 2}
+    assert runtime.state_at(fork_id, 3)["parent"] == {
+        "session_id": session_id,
+        "offset": 2,
+    }
 
 
-# ---------------------------------------------------------------------- clear, reset, delete
+# --- clear, reset, delete
 
 
 def test_clear_empties_the_history_and_keeps_the_session(runtime: Runtime) -> None:
@@ -675,7 +745,9 @@ def test_clear_empties_the_history_and_keeps_the_session(runtime: Runtime) -> No
 def test_reset_ends_the_old_session_and_opens_a_fresh_one_on_the_same_scope_key(
     runtime: Runtime,
 ) -> None:
-    old, _ = runtime.open(principal=ALICE, scope="main", name="Daily", attributes={"k": 1})
+    old, _ = runtime.open(
+        principal=ALICE, scope="main", name="Daily", attributes={"k": 1}
+    )
     runtime.send(old["id"], "before", principal=ALICE)
 
     new = runtime.reset(old["id"], principal=ALICE)
@@ -688,7 +760,10 @@ def test_reset_ends_the_old_session_and_opens_a_fresh_one_on_the_same_scope_key(
     assert new["message_count"] == 0
     ended = runtime.get(old["id"], principal=ALICE)
     assert ended["status"] == "ended"
-    assert runtime.events(old["id"], principal=ALICE)["events"][-1]["data"]["reason"] == "reset"
+    assert (
+        runtime.events(old["id"], principal=ALICE)["events"][-1]["data"]["reason"]
+        == "reset"
+    )
     again, created = runtime.open(principal=ALICE, scope="main")
     assert (again["id"], created) == (new["id"], False)
     assert [s["id"] for s in runtime.list(principal=ALICE)["sessions"]] == [new["id"]]
@@ -696,7 +771,9 @@ def test_reset_ends_the_old_session_and_opens_a_fresh_one_on_the_same_scope_key(
         runtime.reset(old["id"], principal=ALICE)
 
 
-def test_a_reset_whose_successor_cannot_be_recorded_changes_nothing(runtime: Runtime) -> None:
+def test_a_reset_whose_successor_cannot_be_recorded_changes_nothing(
+    runtime: Runtime,
+) -> None:
     old, _ = runtime.open(principal=ALICE, scope="main")
     other = runtime.create(principal=ALICE)
     # The successor's id clashes with an existing session: the one write fails.
@@ -734,7 +811,7 @@ def test_delete_ends_the_session_and_later_writes_are_refused(runtime: Runtime) 
     assert runtime.list()["total"] == 0
 
 
-# ---------------------------------------------------------------------- rebuild, restart
+# --- rebuild, restart
 
 
 def build_a_varied_store(runtime: Runtime) -> list[str]:
@@ -764,7 +841,17 @@ def build_a_varied_store(runtime: Runtime) -> list[str]:
     successor = runtime.reset(scoped["id"], principal=BOB)["id"]
     deleted = runtime.create(principal=ALICE)["id"]
     runtime.delete(deleted, principal=ALICE)
-    return [plain, rewound, fork, old_fork, grandchild, cleared, scoped["id"], successor, deleted]
+    return [
+        plain,
+        rewound,
+        fork,
+        old_fork,
+        grandchild,
+        cleared,
+        scoped["id"],
+        successor,
+        deleted,
+    ]
 
 
 def view_state(runtime: Runtime, session_ids: list[str]) -> dict[str, Any]:
@@ -790,7 +877,9 @@ def view_state(runtime: Runtime, session_ids: list[str]) -> dict[str, Any]:
     return state
 
 
-def test_rebuilding_the_projections_gives_identical_rows_and_histories(runtime: Runtime) -> None:
+def test_rebuilding_the_projections_gives_identical_rows_and_histories(
+    runtime: Runtime,
+) -> None:
     session_ids = build_a_varied_store(runtime)
     before = view_state(runtime, session_ids)
     position = runtime.views.position()
@@ -823,7 +912,7 @@ def test_everything_survives_closing_and_reopening_the_runtime(
     assert contents(second, session_ids[1])[-1] == "after restart"
 
 
-# ---------------------------------------------------------------------- passivation
+# --- passivation
 
 
 def replayed(runtime: Runtime, session_id: str) -> Session:
@@ -848,7 +937,12 @@ def test_a_passivated_session_rehydrates_on_the_next_command(runtime: Runtime) -
     result = runtime.send(session_id, "after")
     assert result["user_message"]["offset"] == 4
     assert runtime.directory.live_count() == 1
-    assert contents(runtime, session_id, Principal("local")) == ["before", "before", "after", "after"]
+    assert contents(runtime, session_id, Principal("local")) == [
+        "before",
+        "before",
+        "after",
+        "after",
+    ]
     assert actor_state(runtime, session_id) == replayed(runtime, session_id)
 
 
@@ -871,7 +965,9 @@ def test_idle_sessions_are_passivated_after_the_idle_timeout(
     assert runtime.get(idle)["offset"] == 3
 
 
-def test_rehydration_from_a_snapshot_and_tail_is_correct(runtime_factory: RuntimeFactory) -> None:
+def test_rehydration_from_a_snapshot_and_tail_is_correct(
+    runtime_factory: RuntimeFactory,
+) -> None:
     runtime = runtime_factory(snapshot_interval=5)
     session_id = runtime.create()["id"]
     for i in range(6):

@@ -66,19 +66,28 @@ def every_event() -> tuple[Session, Session, list[Any]]:
         idempotency_key="key",
         reply_to=7,
     )
-    session.save_checkpoint(timestamp=at(8), checkpoint_id="c1", name="cp", description="d")
+    session.save_checkpoint(
+        timestamp=at(8), checkpoint_id="c1", name="cp", description="d"
+    )
     session.clear_history(timestamp=at(9))
     session.rewind(timestamp=at(10), to_offset=8, head=8, message_count=2)
     session.delete_checkpoint(timestamp=at(11), checkpoint_id="c1")
     session.renew(timestamp=at(12))
-    session.change_timeout(timestamp=at(13), limits=LIMITS, changes={"timeout_minutes": 45})
+    session.change_timeout(
+        timestamp=at(13), limits=LIMITS, changes={"timeout_minutes": 45}
+    )
     session.set_reset_policy(timestamp=at(14), policy={"idle_minutes": 60})
     session.rescope(timestamp=at(14), scope_key="o/agent:echo:dm:peer:u")
     session.set_webhook(
-        timestamp=at(15), url="https://hooks.example/x", headers={"X-Key": "k"}, events=None
+        timestamp=at(15),
+        url="https://hooks.example/x",
+        headers={"X-Key": "k"},
+        events=None,
     )
     session.rescope(timestamp=at(15), scope_key="local/agent:echo:dm:main")
-    fork = session.fork(session_id="f1", timestamp=at(16), offset=8, head=8, message_count=2)
+    fork = session.fork(
+        session_id="f1", timestamp=at(16), offset=8, head=8, message_count=2
+    )
     # Far past every deadline: first the warning, then the expiry.
     session.act_on_deadlines(timestamp=at(10**6))
     session.end(timestamp=at(10**6 + 1), reason="deleted")
@@ -130,7 +139,14 @@ def test_none_valued_fields_are_left_out_of_storage() -> None:
     plain = next(e for e in events if isinstance(e, Session.MessageAppended))
     assert plain.author_id is None
     stored = orjson.loads(the_mapper.to_stored_event(plain).state)
-    for absent in ("author_id", "attachments", "metadata", "usage", "idempotency_key", "reply_to"):
+    for absent in (
+        "author_id",
+        "attachments",
+        "metadata",
+        "usage",
+        "idempotency_key",
+        "reply_to",
+    ):
         assert absent not in stored
     assert stored["content"] == "hi"
     assert "originator_id" not in stored
@@ -147,7 +163,9 @@ def test_aggregate_topics_are_stored_as_their_alias() -> None:
     opened = orjson.loads(the_mapper.to_stored_event(fork.pending_events[0]).state)
     assert opened["originator_topic"] == "s"
     assert opened["parent"] == {"session_id": "s1", "offset": 8}
-    restored = the_mapper.to_domain_event(the_mapper.to_stored_event(fork.pending_events[0]))
+    restored = the_mapper.to_domain_event(
+        the_mapper.to_stored_event(fork.pending_events[0])
+    )
     assert restored.originator_topic == "aggregates.session:Session"
     assert restored.mutate(None) == fork.pending_events[0].mutate(None)
 
@@ -174,12 +192,16 @@ def test_a_snapshot_round_trips_and_rebuilds_an_equal_session() -> None:
 
 
 def test_an_unreadable_row_is_a_deserialisation_error_naming_the_event() -> None:
-    stored = StoredEvent(originator_id="s1", originator_version=3, topic="s.msg", state=b"{nope")
+    stored = StoredEvent(
+        originator_id="s1", originator_version=3, topic="s.msg", state=b"{nope"
+    )
     with pytest.raises(MapperDeserialisationError, match="s1@3"):
         mapper().to_domain_event(stored)
 
 
-def test_the_sqlite_file_holds_only_short_topics(runtime_factory: Any, db_path: str) -> None:
+def test_the_sqlite_file_holds_only_short_topics(
+    runtime_factory: Any, db_path: str
+) -> None:
     runtime: Runtime = runtime_factory(snapshot_interval=3)
     session = runtime.create(name="x")
     for i in range(4):
@@ -190,8 +212,12 @@ def test_the_sqlite_file_holds_only_short_topics(runtime_factory: Any, db_path: 
     runtime.close()
 
     with sqlite3.connect(db_path) as connection:
-        topics = {row[0] for row in connection.execute("SELECT topic FROM stored_events")}
-        snapshot_topics = {row[0] for row in connection.execute("SELECT topic FROM stored_snapshots")}
+        topics = {
+            row[0] for row in connection.execute("SELECT topic FROM stored_events")
+        }
+        snapshot_topics = {
+            row[0] for row in connection.execute("SELECT topic FROM stored_snapshots")
+        }
         first = connection.execute(
             "SELECT state FROM stored_events WHERE originator_version = 1"
         ).fetchone()[0]

@@ -22,11 +22,11 @@ from eventsourcing.sqlite import SQLiteCursor
 from aggregates.errors import SessionExpiredError
 from aggregates.values import TimeoutLimits
 from runtime import (
-    RenewalRefusedError,
     AgentConfig,
     FakeClock,
     InvalidRequestError,
     Principal,
+    RenewalRefusedError,
     Runtime,
     SessionEndedError,
     SessionNotFoundError,
@@ -103,7 +103,7 @@ def ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-# ---------------------------------------------------------------------- policy
+# --- policy
 
 
 def test_a_new_session_has_the_default_policy_and_expires_thirty_minutes_after_creation(
@@ -264,7 +264,7 @@ def test_expires_at_is_last_activity_plus_timeout_capped_at_the_maximum_duration
     assert when(runtime.get(renewing)["expires_at"]) == created + timedelta(minutes=90)
 
 
-# ---------------------------------------------------------------------- renewal
+# --- renewal
 
 
 def test_every_message_renews_an_auto_renewing_session(
@@ -366,7 +366,7 @@ def test_renewal_stops_at_the_maximum_duration_and_the_session_expires_on_time(
     assert when(events[-1]["at"]) == cap
 
 
-# ---------------------------------------------------------------------- expiry
+# --- expiry
 
 
 def test_the_warning_fires_once_at_the_threshold_and_is_pushed_to_a_tail(
@@ -509,7 +509,7 @@ def test_the_background_ticker_acts_without_being_asked(
         assert drain(tail, until="expired") == ["expiry_warned", "expired"]
 
 
-# ---------------------------------------------------------------------- resets
+# --- resets
 
 
 def test_resets_are_opt_in(make: RuntimeFactory, clock: FakeClock) -> None:
@@ -678,7 +678,7 @@ def test_an_append_after_the_daily_reset_point_is_recorded_in_the_successor(
     assert runtime.get(sid)["status"] == "ended"
 
 
-# ---------------------------------------------------------------------- retention
+# --- retention
 
 
 def test_retention_purges_ended_and_expired_sessions_older_than_the_retention_period(
@@ -795,7 +795,7 @@ def test_cleanup_purges_only_the_callers_sessions_unless_admin(
         runtime.get(theirs, principal=bob)
 
 
-# ---------------------------------------------------------------------- restart
+# --- restart
 
 
 def test_after_a_restart_each_passed_deadline_is_handled_once_in_order(
@@ -855,7 +855,7 @@ def test_the_schedule_survives_a_restart_in_the_file(
     }
 
 
-# ---------------------------------------------------------------------- the schedule
+# --- the schedule
 
 
 def test_the_schedule_holds_each_live_sessions_next_deadline_written_with_its_events(

@@ -28,7 +28,10 @@ class Receiver:
 
     def payloads(self) -> list[tuple[int, str, int]]:
         """(status answered, event type, offset) of every request, in order."""
-        return [(r["status"], r["body"]["event"]["type"], r["body"]["event"]["offset"]) for r in self.received]
+        return [
+            (r["status"], r["body"]["event"]["type"], r["body"]["event"]["offset"])
+            for r in self.received
+        ]
 
 
 @pytest.fixture
@@ -39,7 +42,9 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
             status = state.statuses.pop(0) if state.statuses else 200
-            state.received.append({"status": status, "body": body, "headers": dict(self.headers)})
+            state.received.append(
+                {"status": status, "body": body, "headers": dict(self.headers)}
+            )
             self.send_response(status)
             self.send_header("content-length", "0")
             self.end_headers()
@@ -74,7 +79,9 @@ def test_a_sessions_events_reach_its_webhook_with_their_offsets_and_headers(
     quiet_runtime: Runtime, receiver: Receiver, clock: FakeClock
 ) -> None:
     sid = quiet_runtime.create("echo")["id"]
-    quiet_runtime.set_webhook(sid, receiver.url, headers={"authorization": "Bearer hook-secret"})
+    quiet_runtime.set_webhook(
+        sid, receiver.url, headers={"authorization": "Bearer hook-secret"}
+    )
     quiet_runtime.send(sid, "hello")
     deliver_all(quiet_runtime, clock)
     assert receiver.payloads() == [
@@ -191,7 +198,9 @@ def test_webhook_headers_are_shown_by_name_only(
     quiet_runtime: Runtime, receiver: Receiver
 ) -> None:
     sid = quiet_runtime.create("echo")["id"]
-    quiet_runtime.set_webhook(sid, receiver.url, headers={"authorization": "Bearer hook-secret"})
+    quiet_runtime.set_webhook(
+        sid, receiver.url, headers={"authorization": "Bearer hook-secret"}
+    )
     shown = orjson.dumps([quiet_runtime.get(sid), quiet_runtime.events(sid)])
     assert b"hook-secret" not in shown
     assert quiet_runtime.get(sid)["webhook"]["headers"] == {"authorization": "***"}
@@ -209,7 +218,9 @@ def test_removing_the_webhook_stops_new_deliveries(
     assert quiet_runtime.get(sid)["webhook"] is None
 
 
-def test_an_invalid_webhook_url_is_refused_and_changes_nothing(quiet_runtime: Runtime) -> None:
+def test_an_invalid_webhook_url_is_refused_and_changes_nothing(
+    quiet_runtime: Runtime,
+) -> None:
     from runtime import InvalidRequestError
 
     sid = quiet_runtime.create("echo")["id"]
