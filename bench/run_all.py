@@ -16,7 +16,17 @@ import traceback
 from collections.abc import Callable
 from time import perf_counter
 
-from bench import activation, append, checkpoints, concurrent, history, memory, storage
+from bench import (
+    activation,
+    append,
+    bench_supervisor,
+    checkpoints,
+    concurrent,
+    history,
+    http,
+    memory,
+    storage,
+)
 from bench.common import (
     Options,
     Result,
@@ -34,6 +44,8 @@ FIGURES: dict[str, Callable[[Options], list[Result]]] = {
     "5": checkpoints.run,
     "6": storage.run,
     "7": memory.run,
+    "http": http.run,
+    "lifecycle": bench_supervisor.run,
 }
 
 
