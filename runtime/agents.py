@@ -1,5 +1,19 @@
 """Agents: a history goes in; text deltas, tool calls and a final message come out.
 
+One call of :meth:`Agent.run` is one model *step*. A step that ends with tool calls
+(``FinalMessage.tool_calls``, ``stop_reason="tool_use"``) asks the runtime to run
+them and call the agent again with the results appended to the history; the tool
+loop itself lives in the runtime, so that every call is recorded before it runs.
+
+History entries are message documents (``role``, ``content``, ``metadata``...). An
+assistant step that called tools carries ``metadata.tool_calls`` (a list of
+``{"id", "name", "arguments"}``, ``arguments`` being the model's JSON text); a tool
+result is a ``role: tool`` message whose ``metadata`` holds ``tool_call_id``,
+``name`` and ``status`` (``ok``, ``error`` or ``in_doubt``).
+
+``run`` returns a generator: closing it (``close()``) cancels the step, and a
+provider must then release its upstream request.
+
 ``echo`` is built in and always configured: it replies with the last user message,
 streamed word by word, with deterministic usage, so everything runs offline.
 """
@@ -34,14 +48,39 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, its JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One complete tool call the model asked for."""
+
+    call_id: str
+    name: str
+    arguments: str
+    """The JSON text of the arguments, exactly as the model produced it."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The form kept in ``metadata.tool_calls``."""
+        return {"id": self.call_id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True)
 class FinalMessage:
-    """The turn's reply, with what it cost."""
+    """The end of one step: its text, what it cost, and the tools it calls."""
 
     content: str
     usage: Mapping[str, int] = field(default_factory=dict)
     stop_reason: str = "end_turn"
+    """``end_turn``, ``max_tokens``, ``tool_use``... (the provider's finish reason
+    mapped onto these names)."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    tool_calls: Sequence[Mapping[str, Any]] = ()
+    tool_calls: Sequence[ToolCall] = ()
     steps: int = 1
 
 
@@ -51,8 +90,11 @@ AgentOutput = TextDelta | ToolCallDelta | FinalMessage
 class Agent(Protocol):
     """Turns a history into a stream ending with exactly one ``FinalMessage``."""
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[AgentOutput]:
-        """Produce the reply to the last message of ``history`` (oldest first)."""
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()
+    ) -> Iterator[AgentOutput]:
+        """Produce the next step after ``history`` (oldest first), which may call
+        any of ``tools``."""
         ...
 
 
@@ -69,8 +111,10 @@ def count_words(text: str) -> int:
 class EchoAgent:
     """Replies with the last user message, word by word."""
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[AgentOutput]:
-        """Echo the last user message."""
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()
+    ) -> Iterator[AgentOutput]:
+        """Echo the last user message (``echo`` never calls tools)."""
         last = next((m for m in reversed(history) if m["role"] == "user"), None)
         content = "" if last is None else str(last["content"])
         for word in split_words(content):

@@ -350,7 +350,9 @@ class MessageCalls(RuntimeCore):
                 session_id,
                 user_message,
                 reply,
-                tool_calls=list(final.tool_calls),
+                tool_calls=list(
+                    final.tool_calls
+                ),  # the tool loop (issue 6) reworks this
                 steps=final.steps,
             )
         finally:

@@ -46,7 +46,9 @@ TOOL_CALL = {
 class FailingAgent:
     """Streams a first word, then fails."""
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
+    ) -> Iterator[Any]:
         """Yield one delta and raise."""
         yield TextDelta("partial ")
         msg = "the model provider is down"
@@ -56,7 +58,9 @@ class FailingAgent:
 class ToolingAgent:
     """Calls one tool, then answers."""
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
+    ) -> Iterator[Any]:
         """Stream the call's input in two pieces, then the answer."""
         yield ToolCallDelta(call_id="toolu_1", name="ls", partial_json='{"path":')
         yield ToolCallDelta(call_id="toolu_1", name="ls", partial_json='"."}')
@@ -73,7 +77,9 @@ class ToolingAgent:
 class SlowAgent:
     """Answers after a while."""
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
+    ) -> Iterator[Any]:
         """Wait, then answer ``late``."""
         threading.Event().wait(SLOW_SECONDS)  # the agent's own latency
         yield TextDelta("late")

@@ -34,7 +34,9 @@ class GatedAgent:
         self.gate = threading.Event()
         self.opened_in_time: bool | None = None
 
-    def run(self, history: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
+    ) -> Iterator[Any]:
         self.started.set()
         yield TextDelta("waiting ")
         self.opened_in_time = self.gate.wait(WAIT)
