@@ -6,9 +6,11 @@ the backlog after that offset comes from the log, then live events, with no gap
 and no duplicate. The SSE event name is the item's ``type``: the log entry's type
 (``opened``, ``message_appended``, …) for recorded events, the delta's type
 (``text_delta``, …) for live turn deltas, which have no id. Waiting costs no CPU;
-every ``ping_seconds`` of silence the stream sends a ``ping`` and re-checks that
-the caller may still see the session (it closes when not, or when the session
-is no longer active). The stream ends when the server shuts down.
+every ``ping_seconds`` of silence the stream sends a ``ping``, which costs only the
+frame (no read: 1,000 idle streams must cost next to nothing). A stream ends after
+the session's terminal event (``ended``, ``expired``: both are recorded events, so
+they reach every tail, also across a restart through the backlog), and when the
+server shuts down. Who may see a session never changes while it lives.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_MILLISECONDS = 2000
 DRAINED: Any = object()
 PING = {"type": "ping"}
+TERMINAL_EVENTS = frozenset({"ended", "expired"})
+"""Event types after which nothing more is recorded for a session: a tail ends."""
+
+
+def is_terminal(item: dict[str, Any]) -> bool:
+    """Whether a tail item is the session's last recorded event."""
+    return item["type"] == "event" and item["event"]["type"] in TERMINAL_EVENTS
 
 
 def wants_event_stream(request: Request) -> bool:
@@ -187,14 +196,14 @@ async def event_stream(request: Request) -> Response:
         slots.close()
         raise
     return StreamingResponse(
-        _tail_frames(gateway, tail, sid, principal, slots),
+        _tail_frames(gateway, tail, slots),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
 
 
 async def _tail_frames(
-    gateway: Gateway, tail: Any, sid: str, principal: Any, slots: contextlib.ExitStack
+    gateway: Gateway, tail: Any, slots: contextlib.ExitStack
 ) -> AsyncIterator[bytes]:
     gateway.metrics.stream_opened("sse")
     pending: asyncio.Future[Any] | None = None
@@ -210,14 +219,14 @@ async def _tail_frames(
             if item is DRAINED:
                 return
             if item is None:
-                if not await still_visible(gateway, sid, principal):
-                    return
                 yield frame(PING, event="ping")
                 continue
             if item["type"] == "event":
                 yield frame(
                     item["event"], event=item["event"]["type"], offset=item["offset"]
                 )
+                if is_terminal(item):
+                    return
             else:
                 yield frame(item["event"], event=item["event"].get("type", "delta"))
     finally:
@@ -225,13 +234,3 @@ async def _tail_frames(
         await tail.aclose()
         slots.close()
         gateway.metrics.stream_closed("sse")
-
-
-async def still_visible(gateway: Gateway, sid: str, principal: Any) -> bool:
-    """Whether an open stream may go on: the caller still sees the session and
-    it is still active."""
-    try:
-        document = await gateway.aruntime.get(sid, principal=principal)
-    except (DomainError, RuntimeFault):
-        return False
-    return bool(document["status"] == "active")

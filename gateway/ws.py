@@ -27,7 +27,7 @@ from gateway.auth import refuse_websocket
 from gateway.codec import check_metadata, decode, dumps, fields, query
 from gateway.context import Gateway, caller, session_id
 from gateway.errors import GatewayError, error_response, log_unexpected, problem_of
-from gateway.streams import DRAINED, PING, cancel, next_or_timeout, still_visible
+from gateway.streams import DRAINED, PING, cancel, is_terminal, next_or_timeout
 from runtime import DomainError, Principal, RuntimeFault
 
 CLIENT_MESSAGE_FIELDS = {
@@ -39,8 +39,8 @@ CLIENT_MESSAGE_FIELDS = {
     "idempotency_key": "string?",
     "expected_offset": "integer?",
 }
+CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 
 
@@ -112,12 +112,12 @@ async def _converse(
                     await close(CLOSE_GOING_AWAY)
                     return
                 if item is None:
-                    if not await still_visible(gateway, sid, principal):
-                        await close(CLOSE_POLICY)
-                        return
                     await send(PING)
                     continue
                 await send(item)
+                if is_terminal(item):
+                    await close(CLOSE_NORMAL)
+                    return
         finally:
             await cancel(pending)
 

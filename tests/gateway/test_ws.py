@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.gateway.helpers import new_session
@@ -94,3 +94,18 @@ def test_a_socket_to_an_unknown_session_is_refused_with_404(
         socket_of(server, "no-such-session")
     assert refused.value.response.status_code == 404
     assert orjson.loads(refused.value.response.body or b"{}")["code"] == "not_found"
+
+
+def test_the_socket_delivers_the_end_of_the_session_and_closes_normally(
+    server: ServerProcess, client: httpx.Client
+) -> None:
+    sid = new_session(client)["id"]
+    with socket_of(server, sid) as ws:
+        client.delete(f"/v1/sessions/{sid}")
+        item = receive(ws)
+        assert item["type"] == "event"
+        assert item["event"]["type"] == "ended"
+        with pytest.raises(ConnectionClosedOK) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1000
