@@ -78,7 +78,7 @@ def create_app(
         try:
             yield
         finally:
-            gateway.draining.set()
+            gateway.begin_draining()
             if owned:
                 await anyio.to_thread.run_sync(active.close)
             logger.info("sessiond gateway stopped")

@@ -43,7 +43,12 @@ class Gateway:
     def drain(self) -> None:
         """End open streams (callable from any thread, e.g. a signal handler)."""
         if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(self.draining.set)
+            self.loop.call_soon_threadsafe(self.begin_draining)
+
+    def begin_draining(self) -> None:
+        """End open streams (call on the loop)."""
+        self.draining.set()
+        self.aruntime.interrupt_tails()
 
 
 def gateway_of(connection: HTTPConnection) -> Gateway:

@@ -26,12 +26,14 @@ from starlette.responses import Response, StreamingResponse
 from gateway.codec import dumps, parse_offset_text, query
 from gateway.context import Gateway, caller, session_id
 from gateway.errors import log_unexpected, problem_of
-from runtime import DomainError, RuntimeFault
+from runtime import DomainError, RuntimeFault, TailInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_MILLISECONDS = 2000
 DRAINED: Any = object()
 PING = {"type": "ping"}
+BURST_FRAMES = 256
+"""At most this many tail items are written in one chunk."""
 TERMINAL_EVENTS = frozenset({"ended", "expired"})
 """Event types after which nothing more is recorded for a session: a tail ends."""
 
@@ -58,6 +60,35 @@ def wants_event_stream(request: Request) -> bool:
                 return False
         return True
     return False
+
+
+class FrameCache:
+    """The SSE frames of recent tail items, so that an item going out on 500
+    streams is encoded once. Keyed by the item's identity (every tail of a
+    session receives the same item object); each entry holds the item, so its id
+    cannot be reused while cached."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._frames: dict[int, tuple[dict[str, Any], bytes]] = {}
+
+    def frame(self, item: dict[str, Any]) -> bytes:
+        """The item's frame: recorded events carry their offset as id."""
+        found = self._frames.get(id(item))
+        if found is not None and found[0] is item:
+            return found[1]
+        event = item["event"]
+        if item["type"] == "event":
+            encoded = frame(event, event=event["type"], offset=item["offset"])
+        else:
+            encoded = frame(event, event=event.get("type", "delta"))
+        if len(self._frames) >= self._size:
+            del self._frames[next(iter(self._frames))]  # the oldest
+        self._frames[id(item)] = (item, encoded)
+        return encoded
+
+
+tail_frame = FrameCache().frame
 
 
 def frame(item: Any, *, event: str | None = None, offset: int | None = None) -> bytes:
@@ -206,31 +237,30 @@ async def _tail_frames(
     gateway: Gateway, tail: Any, slots: contextlib.ExitStack
 ) -> AsyncIterator[bytes]:
     gateway.metrics.stream_opened("sse")
-    pending: asyncio.Future[Any] | None = None
     try:
         yield b"retry: %d\n\n" % RETRY_MILLISECONDS
-        while True:
-            item, pending = await next_or_timeout(
-                lambda: tail.get(None),
-                pending,
-                gateway.limits.ping_seconds,
-                gateway.draining,
-            )
-            if item is DRAINED:
+        while not gateway.draining.is_set():
+            try:
+                item = await tail.get(gateway.limits.ping_seconds)
+            except TailInterrupted:
                 return
             if item is None:
                 yield frame(PING, event="ping")
                 continue
-            if item["type"] == "event":
-                yield frame(
-                    item["event"], event=item["event"]["type"], offset=item["offset"]
-                )
-                if is_terminal(item):
-                    return
-            else:
-                yield frame(item["event"], event=item["event"].get("type", "delta"))
+            # Whatever else is already at hand goes out in the same write: one
+            # chunk per burst, not one per item (a turn's deltas come in bursts).
+            chunk = [tail_frame(item)]
+            ended = is_terminal(item)
+            while not ended and len(chunk) < BURST_FRAMES:
+                more = tail.poll()
+                if more is None:
+                    break
+                chunk.append(tail_frame(more))
+                ended = is_terminal(more)
+            yield b"".join(chunk)
+            if ended:
+                return
     finally:
-        await cancel(pending)
         await tail.aclose()
         slots.close()
         gateway.metrics.stream_closed("sse")

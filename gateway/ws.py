@@ -27,8 +27,8 @@ from gateway.auth import refuse_websocket
 from gateway.codec import check_metadata, decode, dumps, fields, query
 from gateway.context import Gateway, caller, session_id
 from gateway.errors import GatewayError, error_response, log_unexpected, problem_of
-from gateway.streams import DRAINED, PING, cancel, is_terminal, next_or_timeout
-from runtime import DomainError, Principal, RuntimeFault
+from gateway.streams import PING, cancel, is_terminal
+from runtime import DomainError, Principal, RuntimeFault, TailInterrupted
 
 CLIENT_MESSAGE_FIELDS = {
     "type": "string",
@@ -99,27 +99,19 @@ async def _converse(
                 await websocket.close(code)
 
     async def pump() -> None:
-        pending: asyncio.Future[Any] | None = None
-        try:
-            while True:
-                item, pending = await next_or_timeout(
-                    lambda: tail.get(None),
-                    pending,
-                    gateway.limits.ping_seconds,
-                    gateway.draining,
-                )
-                if item is DRAINED:
-                    await close(CLOSE_GOING_AWAY)
-                    return
-                if item is None:
-                    await send(PING)
-                    continue
-                await send(item)
-                if is_terminal(item):
-                    await close(CLOSE_NORMAL)
-                    return
-        finally:
-            await cancel(pending)
+        while not gateway.draining.is_set():
+            try:
+                item = await tail.get(gateway.limits.ping_seconds)
+            except TailInterrupted:
+                break
+            if item is None:
+                await send(PING)
+                continue
+            await send(item)
+            if is_terminal(item):
+                await close(CLOSE_NORMAL)
+                return
+        await close(CLOSE_GOING_AWAY)
 
     async def listen() -> None:
         while True:

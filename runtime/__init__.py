@@ -25,6 +25,7 @@ from runtime.errors import (
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
 from runtime.settings import AgentConfig, Settings
+from runtime.tail import TailInterrupted
 
 __all__ = [
     "LOCAL_PRINCIPAL",
@@ -56,6 +57,7 @@ __all__ = [
     "Settings",
     "StorageUnavailableError",
     "SystemClock",
+    "TailInterrupted",
     "TextDelta",
     "ToolCallDelta",
     "TurnTimeoutError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from aggregates.errors import (
 )
 from runtime.core import T
 from runtime.principal import LOCAL_PRINCIPAL, Principal
-from runtime.tail import AsyncSessionTail
+from runtime.tail import AsyncSessionTail, LoopFanout
 
 if TYPE_CHECKING:
     from runtime.facade import Runtime
@@ -27,6 +28,16 @@ class AsyncRuntime:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._fanouts: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, LoopFanout
+        ] = weakref.WeakKeyDictionary()
+
+    def _fanout(self) -> LoopFanout:
+        loop = asyncio.get_running_loop()
+        fanout = self._fanouts.get(loop)
+        if fanout is None:
+            fanout = self._fanouts[loop] = LoopFanout(self.runtime.app.bus, loop)
+        return fanout
 
     async def _call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await anyio.to_thread.run_sync(partial(function, *args, **kwargs))
@@ -44,6 +55,13 @@ class AsyncRuntime:
         call.__doc__ = attribute.__doc__
         return call
 
+    def interrupt_tails(self) -> None:
+        """Wake every tail waiting on this loop with ``TailInterrupted`` (call on
+        the loop, e.g. when the server begins to shut down)."""
+        fanout = self._fanouts.get(asyncio.get_running_loop())
+        if fanout is not None:
+            fanout.interrupt()
+
     async def tail(
         self, session_id: str, *, principal: Principal = LOCAL_PRINCIPAL, after: int = 0
     ) -> AsyncSessionTail:
@@ -51,9 +69,7 @@ class AsyncRuntime:
         if not isinstance(after, int) or after < 0:
             raise InvalidRequestError("after must be a non-negative offset")
         await self._call(self.runtime.get, session_id, principal=principal)
-        return AsyncSessionTail(
-            self.runtime.views, self.runtime.app.bus, session_id, after
-        )
+        return AsyncSessionTail(self.runtime.views, self._fanout(), session_id, after)
 
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -101,47 +103,171 @@ class SessionTail:
         self.close()
 
 
+class TailInterrupted(Exception):
+    """The tail was interrupted (the server is shutting down)."""
+
+
+class LoopFanout:
+    """Hands a session's bus items to the asyncio tails of one event loop.
+
+    One bus subscription per session and one thread hop per burst of items,
+    whatever the number of tails: with 500 tails on one session, waking the loop
+    once per tail per item (``call_soon_threadsafe`` writes to the loop's
+    self-pipe each time) was the largest cost of fan-out.
+    """
+
+    def __init__(self, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+        self._bus = bus
+        self._loop = loop
+        self._tails: dict[str, set[AsyncSessionTail]] = {}
+        self._unsubscribers: dict[str, Callable[[], None]] = {}
+        self._arrived: deque[tuple[str, dict[str, Any]]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def add(self, tail: AsyncSessionTail) -> None:
+        """Deliver the tail's session's items to it (call on the loop)."""
+        session_id = tail.session_id
+        self._tails.setdefault(session_id, set()).add(tail)
+        if session_id not in self._unsubscribers:
+            self._unsubscribers[session_id] = self._bus.subscribe(
+                session_id, partial(self._arrive, session_id)
+            )
+
+    def remove(self, tail: AsyncSessionTail) -> None:
+        """Stop delivering to ``tail`` (call on the loop)."""
+        session_id = tail.session_id
+        tails = self._tails.get(session_id)
+        if tails is None:
+            return
+        tails.discard(tail)
+        if not tails:
+            del self._tails[session_id]
+            unsubscribe = self._unsubscribers.pop(session_id, None)
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def interrupt(self) -> None:
+        """Wake every tail's waiting ``get`` with :class:`TailInterrupted` (call
+        on the loop; tails created afterwards are not affected)."""
+        for tails in list(self._tails.values()):
+            for tail in list(tails):
+                tail.interrupt()
+
+    def _arrive(self, session_id: str, item: dict[str, Any]) -> None:
+        # On the publishing thread: queue the item; wake the loop only if it is
+        # not already due to drain.
+        with self._lock:
+            self._arrived.append((session_id, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            with self._lock:
+                self._arrived.clear()
+                self._scheduled = False
+
+    def _drain(self) -> None:
+        with self._lock:
+            arrived, self._arrived = self._arrived, deque()
+            self._scheduled = False
+        for session_id, item in arrived:
+            for tail in self._tails.get(session_id, ()):
+                tail.push(item)
+
+
 class AsyncSessionTail:
-    """The same tail for asyncio: waiting costs no CPU and never blocks the loop."""
+    """The same tail for asyncio: waiting costs no CPU and never blocks the loop.
+
+    Waiting is one future and one timer per wait (no task, no ``asyncio.wait``):
+    a server holding hundreds of streams on one busy session wakes each once per
+    burst of items.
+    """
 
     def __init__(
-        self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int
+        self,
+        views: SQLiteSessionViews,
+        fanout: LoopFanout,
+        session_id: str,
+        after: int,
     ) -> None:
+        self.session_id = session_id
         self._views = views
-        self._bus = bus
-        self._session_id = session_id
+        self._fanout = fanout
         self._backlog = _Backlog(views, session_id, after)
-        self._live: asyncio.Queue[dict[str, Any]] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._live: deque[dict[str, Any]] = deque()
+        self._subscribed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._interrupted = False
 
     def _subscribe(self) -> None:
-        loop = asyncio.get_running_loop()
-        live: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._live = live
+        if not self._subscribed:
+            self._subscribed = True
+            self._fanout.add(self)
 
-        def deliver(item: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(live.put_nowait, item)
+    def push(self, item: dict[str, Any]) -> None:
+        """A live item arrived (called on the loop by the fanout)."""
+        self._live.append(item)
+        self._wake()
 
-        self._unsubscribe = self._bus.subscribe(self._session_id, deliver)
+    def interrupt(self) -> None:
+        """Make the waiting (and every later) ``get`` raise ``TailInterrupted``."""
+        self._interrupted = True
+        self._wake()
 
-    async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next item, or ``None`` when none arrived within ``timeout``."""
-        if self._live is None:
-            self._subscribe()
-        assert self._live is not None
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def poll(self) -> dict[str, Any] | None:
+        """The next item if one is at hand (no waiting, no read), else ``None``:
+        lets a stream write a burst of items at once."""
+        self._subscribe()
         while True:
             item = self._backlog.next_pending()
+            if item is not None:
+                return item
+            if not self._backlog.caught_up or not self._live:
+                return None
+            item = self._live.popleft()
+            if self._backlog.accept(item):
+                return item
+
+    async def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next item, or ``None`` when none arrived within ``timeout``.
+
+        Raises :class:`TailInterrupted` once :meth:`interrupt` was called.
+        Cancelling a waiting ``get`` loses nothing (items stay queued).
+        """
+        self._subscribe()
+        while True:
+            if self._interrupted:
+                raise TailInterrupted
+            item = self.poll()
             if item is not None:
                 return item
             if not self._backlog.caught_up:
                 await anyio.to_thread.run_sync(self._backlog.read_page)
                 continue
-            try:
-                item = await asyncio.wait_for(self._live.get(), timeout)
-            except TimeoutError:
+            if not await self._wait(timeout):
                 return None
-            if self._backlog.accept(item):
-                return item
+
+    async def _wait(self, timeout: float | None) -> bool:
+        """Wait for a live item (or an interrupt); ``False`` on timeout."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return bool(self._live) or self._interrupted
 
     def __aiter__(self) -> AsyncSessionTail:
         return self
@@ -153,6 +279,11 @@ class AsyncSessionTail:
 
     async def aclose(self) -> None:
         """Stop receiving live items."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        if self._subscribed:
+            self._fanout.remove(self)
+            self._subscribed = False
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
