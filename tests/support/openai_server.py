@@ -11,8 +11,10 @@ A reply can stream text in given pieces, stream tool calls split across chunks
 (several calls, optionally interleaved), send usage (only when the request asks
 for it with ``stream_options.include_usage``, as OpenAI does), answer an HTTP
 error (429 with ``Retry-After``, 500, 400...), drop the connection without
-answering, wait before answering until the test opens a gate, or stall in the
-middle of the stream until released (or until the client disconnects)::
+answering or in the middle of the stream (``cut_after``), answer one JSON
+completion to a streaming request (``as_json``), wait before answering until the
+test opens a gate, or stall in the middle of the stream until released (or until
+the client disconnects)::
 
     from tests.support.openai_server import OpenAIServer, error_reply, text_reply
     from tests.support.openai_server import tool_call, tool_reply
@@ -120,6 +122,10 @@ class Reply:
     """End the stream with ``data: [DONE]``."""
     drop: bool = False
     """Close the connection without answering."""
+    cut_after: int | None = None
+    """Close the connection after this many chunks (a failure mid-stream)."""
+    as_json: bool = False
+    """Answer one JSON completion even to a streaming request."""
     gate: threading.Event | None = None
     """If given, nothing is sent before it is set."""
     stall_after: int | None = None
@@ -285,7 +291,7 @@ def reply_from_json(spec: Mapping[str, Any]) -> Reply:
     ``{"text": "..."}`` or ``{"pieces": [...]}``; ``{"tool_calls": [{"id",
     "name", "arguments", "pieces"}]}``; ``{"error": 429, "retry_after": 1}``;
     ``{"drop": true}``. Options: ``usage`` (``[prompt, completion]`` or
-    ``null``), ``finish_reason``, ``stall_after``, ``gated`` (wait for
+    ``null``), ``finish_reason``, ``stall_after``, ``cut_after``, ``gated`` (wait for
     ``/_control/release``), ``done``, ``interleave``.
     """
     if "error" in spec:
@@ -311,6 +317,7 @@ def reply_from_json(spec: Mapping[str, Any]) -> Reply:
         usage=None if usage is None else (int(usage[0]), int(usage[1])),
         done=bool(spec.get("done", True)),
         stall_after=spec.get("stall_after"),
+        cut_after=spec.get("cut_after"),
         gate=threading.Event() if spec.get("gated") else None,
     )
 
@@ -323,6 +330,8 @@ class RecordedRequest:
     headers: Mapping[str, str]
     """Lower-cased names."""
     body: Any
+    client_port: int = 0
+    """The client's port (the same on a reused connection)."""
     disconnected: threading.Event = field(default_factory=threading.Event)
     """Set when the client went away before the reply was over."""
     answered: threading.Event = field(default_factory=threading.Event)
@@ -334,6 +343,7 @@ class RecordedRequest:
             "path": self.path,
             "headers": dict(self.headers),
             "body": self.body,
+            "client_port": self.client_port,
             "disconnected": self.disconnected.is_set(),
             "answered": self.answered.is_set(),
         }
@@ -486,6 +496,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 path=self.path,
                 headers={k.lower(): v for k, v in self.headers.items()},
                 body=body,
+                client_port=int(self.client_address[1]),
             )
             reply = server._take(request)
             try:
@@ -500,15 +511,13 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if reply.gate is not None and not self._hold(request, reply.gate):
                 return
             if reply.drop:
-                self.close_connection = True
-                with contextlib.suppress(OSError):
-                    self.connection.shutdown(socket.SHUT_RDWR)
+                self._cut()
                 return
             if reply.status >= 400:
                 self._json(reply.status, reply.body, reply.headers)
                 return
             body = request.body if isinstance(request.body, dict) else {}
-            if not body.get("stream"):
+            if reply.as_json or not body.get("stream"):
                 self._json(200, reply.completion(), reply.headers)
                 return
             options = body.get("stream_options") or {}
@@ -521,6 +530,9 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             for number, chunk in enumerate(chunks):
+                if number == reply.cut_after:
+                    self._cut()
+                    return
                 if (
                     reply.stall_after is not None
                     and number == reply.stall_after
@@ -537,6 +549,11 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if reply.done:
                 self._write(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
+
+        def _cut(self) -> None:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
 
         def _write(self, data: bytes) -> None:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
