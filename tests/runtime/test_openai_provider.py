@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from runtime.agents import AgentOutput, FinalMessage, TextDelta, ToolCallDelta, ToolSpec
@@ -23,6 +25,7 @@ from tests.support.openai_server import (
     Reply,
     dropped,
     error_reply,
+    running_process,
     text_reply,
     tool_call,
     tool_reply,
@@ -576,3 +579,48 @@ def test_connections_are_reused_between_steps(
 
     assert [r.disconnected.is_set() for r in server.requests] == [False, False]
     assert server.requests[1].client_port == server.requests[0].client_port
+
+
+# --- the scripted server as a process (for tests that kill processes)
+
+
+def test_the_scripted_server_runs_as_a_process_with_a_control_api(
+    tmp_path: Path, delays: list[float]
+) -> None:
+    script = {
+        "replies": [
+            {"error": 429, "retry_after": 0},
+            {"text": "Take the TGV.", "usage": [9, 4]},
+            {"pieces": ["held ", "back"], "stall_after": 2},
+        ],
+        "when_empty": "echo",
+    }
+    with running_process(script, tmp_path) as (_, base_url):
+        config = AgentConfig(
+            id="model", provider="openai", model="m", base_url=base_url
+        )
+        agent = OpenAIAgent(config, sleep=delays.append)
+        try:
+            first = final_of(list(agent.run(USER)))
+            held = agent.run(USER)
+            assert next(held) == TextDelta("held ")
+            control = base_url.removesuffix("/v1")
+            assert httpx.post(f"{control}/_control/release").status_code == 200
+            second = final_of(list(held))
+            httpx.post(
+                f"{control}/_control/replies", json={"replies": [{"text": "added"}]}
+            )
+            third = final_of(list(agent.run(USER)))
+            echoed = final_of(list(agent.run(USER)))
+            recorded = httpx.get(f"{control}/_control/requests").json()
+        finally:
+            agent.close()
+
+    assert first.content == "Take the TGV."
+    assert first.usage == {"input_tokens": 9, "output_tokens": 4}
+    assert delays == [0]
+    assert second.content == "held back"
+    assert third.content == "added"
+    assert echoed.content == USER[0]["content"]
+    assert len(recorded) == 5
+    assert recorded[0]["body"]["messages"] == USER

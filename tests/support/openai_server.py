@@ -634,6 +634,8 @@ def running_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
