@@ -464,6 +464,8 @@ def _echo(body: Any) -> Reply:
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # each chunk goes out when written, as a model server's tokens do
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: tests read what they need from the recorded requests
