@@ -26,7 +26,14 @@ from typing import Any
 import orjson
 
 from gateway import chat
-from runtime import DomainError, Principal, Runtime, RuntimeFault, Settings
+from runtime import (
+    ConfigError,
+    DomainError,
+    Principal,
+    Runtime,
+    RuntimeFault,
+    Settings,
+)
 
 OPERATOR = Principal("operator", admin=True)
 EXIT_OK = 0
@@ -165,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sessiond`` console script."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except ConfigError as error:
+        # the message names the agent and the field, never a secret
+        print(f"sessiond: invalid configuration: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "chat":
         return chat.main(args)
     if args.command == "serve":

@@ -69,6 +69,10 @@ STATUS_BY_CODE: Mapping[str, int] = {
     # the server
     "internal_error": 500,
     "not_implemented": 501,
+    # the agent's model server (a gateway in front of it, in HTTP's terms)
+    "provider_error": 502,
+    "provider_rate_limited": 503,
+    "provider_timeout": 504,
     "storage_unavailable": 503,
     "unavailable": 503,
     "timeout": 504,

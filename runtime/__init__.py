@@ -14,6 +14,9 @@ from runtime.errors import (
     NameTakenError,
     OffsetConflictError,
     OffsetOutOfRangeError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
     RenewalRefusedError,
     RuntimeFault,
     SessionEndedError,
@@ -24,7 +27,7 @@ from runtime.errors import (
     TurnTimeoutError,
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
-from runtime.settings import AgentConfig, Settings
+from runtime.settings import AgentConfig, ConfigError, Settings
 from runtime.tail import TailInterrupted
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "Clock",
     "ConcurrencyConflictError",
+    "ConfigError",
     "DomainError",
     "EchoAgent",
     "FakeClock",
@@ -46,6 +50,9 @@ __all__ = [
     "OffsetConflictError",
     "OffsetOutOfRangeError",
     "Principal",
+    "ProviderError",
+    "ProviderRateLimitedError",
+    "ProviderTimeoutError",
     "RenewalRefusedError",
     "Runtime",
     "RuntimeFault",

@@ -127,14 +127,27 @@ class EchoAgent:
 
 
 class AgentRegistry:
-    """The configured agents, by id."""
+    """The configured agents, by id, built once (an ``openai`` agent holds a
+    connection pool: :meth:`close` releases them all)."""
 
     def __init__(self, configs: Mapping[str, AgentConfig]) -> None:
+        # imported here: the provider module imports this one (the protocol)
+        from runtime.providers.openai import OpenAIAgent
+
         self._configs = dict(configs)
         self._agents: dict[str, Agent] = {}
         for agent_id, config in self._configs.items():
             if config.provider == "echo":
                 self._agents[agent_id] = EchoAgent()
+            elif config.provider == "openai":
+                self._agents[agent_id] = OpenAIAgent(config)
+
+    def close(self) -> None:
+        """Release what the agents hold (connection pools); called on shutdown."""
+        for agent in self._agents.values():
+            close = getattr(agent, "close", None)
+            if callable(close):
+                close()
 
     def config(self, agent_id: str) -> AgentConfig:
         """The configuration of an agent; unknown ids are an error."""

@@ -149,6 +149,7 @@ class RuntimeCore:
         self.webhooks.stop()
         self.supervisor.actor_ref.stop()
         self.directory.stop_all()
+        self.agents.close()
         self.app.close()
 
     def __enter__(self) -> Runtime:

@@ -11,7 +11,14 @@
     ├── AgentNotFoundError          agent_not_found
     ├── StorageUnavailableError     storage_unavailable
     ├── ActorUnavailableError       unavailable
-    └── TurnTimeoutError            timeout
+    ├── TurnTimeoutError            timeout
+    └── ProviderError               provider_error  (the model server failed)
+        ├── ProviderTimeoutError    provider_timeout
+        └── ProviderRateLimitedError provider_rate_limited
+
+A ``ProviderError`` carries the agent id and the upstream HTTP ``status`` (when
+there was one), never the request's or the response's content: upstream error
+bodies may quote the prompt.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ __all__ = [
     "NameTakenError",
     "OffsetConflictError",
     "OffsetOutOfRangeError",
+    "ProviderError",
+    "ProviderRateLimitedError",
+    "ProviderTimeoutError",
     "RenewalRefusedError",
     "RuntimeFault",
     "SessionEndedError",
@@ -108,3 +118,38 @@ class TurnTimeoutError(RuntimeFault):
     """The agent's turn did not finish within the caller's timeout."""
 
     code = "timeout"
+
+
+class ProviderError(RuntimeFault):
+    """The agent's model server failed or answered with an error.
+
+    ``status`` is the upstream HTTP status (``None`` for a transport failure);
+    ``retry_after`` the seconds the server asked to wait, when it said.
+    """
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        agent_id: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.agent_id = agent_id
+        self.status = status
+        self.retry_after = retry_after
+
+
+class ProviderTimeoutError(ProviderError):
+    """The model server did not connect or answer within the configured time."""
+
+    code = "provider_timeout"
+
+
+class ProviderRateLimitedError(ProviderError):
+    """The model server kept refusing with 429 (or asked to wait too long)."""
+
+    code = "provider_rate_limited"

@@ -2,13 +2,17 @@
 
 Nothing else in sessiond reads ``os.environ``. Values come from (lowest first)
 defaults, the TOML config file, and the environment (``SESSIOND_*``, plus the
-``SESSION_*_MINUTES`` timeout variables every surface shares).
+``SESSION_*_MINUTES`` timeout variables every surface shares). Agents come from
+``[agents.<id>]`` tables and from ``SESSIOND_OPENAI_BASE_URL`` with
+``SESSIOND_OPENAI_MODEL``; their API keys are read here, from the variables
+their ``api_key_env`` names. An invalid configuration raises ``ConfigError``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,9 +26,69 @@ DEFAULT_DB = "./sessiond.db"
 ECHO_AGENT_ID = "echo"
 
 
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the agent and the field
+    (never a secret's value)."""
+
+
+PROVIDERS = ("echo", "openai", "python")
+"""``python`` marks an agent registered in process (``AgentRegistry.register``)."""
+
+_NUMBER = (int, float)
+
+# The sampling parameters passed through to an OpenAI-compatible server, each
+# with the check its value must pass. Anything else in an agent table is not
+# sent: a typo must not become a request field some servers reject.
+SAMPLING_PARAMS: Mapping[str, tuple[str, Any]] = {
+    "temperature": ("a number", lambda v: _is_number(v)),
+    "top_p": ("a number", lambda v: _is_number(v)),
+    "top_k": ("an integer", lambda v: _is_int(v)),
+    "min_p": ("a number", lambda v: _is_number(v)),
+    "max_tokens": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "max_completion_tokens": ("a positive integer", lambda v: _is_int(v) and v > 0),
+    "stop": (
+        "a string or a list of strings",
+        lambda v: (
+            isinstance(v, str)
+            or (isinstance(v, list | tuple) and all(isinstance(x, str) for x in v))
+        ),
+    ),
+    "seed": ("an integer", lambda v: _is_int(v)),
+    "presence_penalty": ("a number", lambda v: _is_number(v)),
+    "frequency_penalty": ("a number", lambda v: _is_number(v)),
+    "logit_bias": (
+        "a table of numbers",
+        lambda v: isinstance(v, Mapping) and all(_is_number(x) for x in v.values()),
+    ),
+    "user": ("a string", lambda v: isinstance(v, str)),
+    "parallel_tool_calls": ("true or false", lambda v: isinstance(v, bool)),
+    "tool_choice": (
+        "a string or a table",
+        lambda v: isinstance(v, str | Mapping),
+    ),
+    "reasoning_effort": ("a string", lambda v: isinstance(v, str)),
+}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
-    """One configured agent."""
+    """One configured agent, checked when it is made (``ConfigError`` names the
+    agent and the field).
+
+    ``api_key`` is read once, by ``Settings.from_env``, from the environment
+    variable ``api_key_env`` names; it is never shown in ``repr`` or compared.
+    The request settings (timeouts, attempts, backoff) apply to ``openai``.
+    """
 
     id: str
     provider: str = "echo"
@@ -36,11 +100,113 @@ class AgentConfig:
     max_steps: int = 8
     timeout: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    """Sampling parameters (``SAMPLING_PARAMS``), sent with every request."""
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 120.0
+    """The longest wait for the next bytes of a response (a stalled stream)."""
+    max_attempts: int = 3
+    """Requests per step, retries included (429, 5xx, connection errors, and
+    only before the first token was streamed)."""
+    backoff_seconds: float = 0.5
+    backoff_cap_seconds: float = 20.0
+    """The longest wait between attempts; a ``Retry-After`` beyond it is not
+    waited for (the step fails as ``provider_rate_limited``)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Keys of the agent's table this version does not know (tolerated)."""
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not 1 <= len(self.id) <= 128:
+            msg = "an agent id must be a string of 1 to 128 characters"
+            raise ConfigError(msg)
+        if isinstance(self.tools, list):
+            object.__setattr__(self, "tools", tuple(self.tools))
+        checks: list[tuple[str, bool, str]] = [
+            ("provider", self.provider in PROVIDERS, f"one of {', '.join(PROVIDERS)}"),
+            ("model", _optional(self.model, str), "a string"),
+            ("base_url", _optional(self.base_url, str), "a string"),
+            (
+                "api_key_env",
+                self.api_key_env is None
+                or (
+                    isinstance(self.api_key_env, str)
+                    and bool(_ENV_NAME.match(self.api_key_env))
+                ),
+                "the name of an environment variable",
+            ),
+            ("system_prompt", _optional(self.system_prompt, str), "a string"),
+            (
+                "tools",
+                isinstance(self.tools, tuple)
+                and all(isinstance(name, str) and name for name in self.tools),
+                "a list of tool names",
+            ),
+            (
+                "max_steps",
+                _is_int(self.max_steps) and self.max_steps >= 1,
+                "a positive integer",
+            ),
+            ("timeout", isinstance(self.timeout, Mapping), "a table"),
+            ("params", isinstance(self.params, Mapping), "a table"),
+            ("extra", isinstance(self.extra, Mapping), "a table"),
+            (
+                "connect_timeout_seconds",
+                _is_number(self.connect_timeout_seconds)
+                and self.connect_timeout_seconds > 0,
+                "a positive number",
+            ),
+            (
+                "read_timeout_seconds",
+                _is_number(self.read_timeout_seconds) and self.read_timeout_seconds > 0,
+                "a positive number",
+            ),
+            (
+                "max_attempts",
+                _is_int(self.max_attempts) and self.max_attempts >= 1,
+                "a positive integer",
+            ),
+            (
+                "backoff_seconds",
+                _is_number(self.backoff_seconds) and self.backoff_seconds >= 0,
+                "a number of seconds (0 or more)",
+            ),
+            (
+                "backoff_cap_seconds",
+                _is_number(self.backoff_cap_seconds) and self.backoff_cap_seconds >= 0,
+                "a number of seconds (0 or more)",
+            ),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise self._error(name, f"must be {expected}")
+        for name, value in self.params.items():
+            if name not in SAMPLING_PARAMS:
+                raise self._error(name, "is not a known sampling parameter")
+            expected, check = SAMPLING_PARAMS[name]
+            if not check(value):
+                raise self._error(name, f"must be {expected}")
+        if self.provider == "openai":
+            if not self.model:
+                raise self._error("model", "is required by the openai provider")
+            if not self.base_url:
+                raise self._error("base_url", "is required by the openai provider")
+            if not self.base_url.startswith(("http://", "https://")):
+                raise self._error("base_url", "must be an http:// or https:// URL")
+
+    def _error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"agent {self.id!r}: {name} {problem}")
 
     @classmethod
     def from_table(cls, agent_id: str, table: Mapping[str, Any]) -> AgentConfig:
-        """Build from a ``[agents.<id>]`` TOML table."""
-        known = {
+        """Build from an ``[agents.<id>]`` TOML table.
+
+        Sampling parameters (``temperature``, ``max_tokens``...) sit in the
+        table itself; keys this version does not know are kept in ``extra``.
+        """
+        if not isinstance(table, Mapping):
+            msg = f"agent {agent_id!r}: its entry must be a table"
+            raise ConfigError(msg)
+        fields = {
             "provider",
             "model",
             "base_url",
@@ -49,19 +215,29 @@ class AgentConfig:
             "tools",
             "max_steps",
             "timeout",
+            "connect_timeout_seconds",
+            "read_timeout_seconds",
+            "max_attempts",
+            "backoff_seconds",
+            "backoff_cap_seconds",
         }
+        values = {k: v for k, v in table.items() if k in fields}
+        if isinstance(values.get("tools"), list):
+            values["tools"] = tuple(values["tools"])
         return cls(
             id=agent_id,
-            provider=str(table.get("provider", "echo")),
-            model=table.get("model"),
-            base_url=table.get("base_url"),
-            api_key_env=table.get("api_key_env"),
-            system_prompt=table.get("system_prompt"),
-            tools=tuple(table.get("tools", ())),
-            max_steps=int(table.get("max_steps", 8)),
-            timeout=dict(table.get("timeout", {})),
-            params={k: v for k, v in table.items() if k not in known},
+            params={k: v for k, v in table.items() if k in SAMPLING_PARAMS},
+            extra={
+                k: v
+                for k, v in table.items()
+                if k not in fields and k not in SAMPLING_PARAMS
+            },
+            **values,
         )
+
+
+def _optional(value: Any, kind: type) -> bool:
+    return value is None or isinstance(value, kind)
 
 
 ADMIN_MARKER = "*"
@@ -192,10 +368,63 @@ class Settings:
         if env.get("SESSIOND_CLOCK_SPEED"):
             # A testing aid: whole lifecycles in fast motion (see ScaledClock).
             values["clock"] = ScaledClock(float(env["SESSIOND_CLOCK_SPEED"]))
+        env_agent = _env_agent(env)
+        if env_agent is not None:
+            values["agents"] = {
+                **values.get("agents", _default_agents()),
+                env_agent.id: env_agent,
+            }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("api_keys"), str):
             values["api_keys"] = parse_api_keys(values["api_keys"])
+        if "agents" in values:
+            values["agents"] = _with_api_keys(values["agents"], env)
         return cls(**values)
+
+
+OPENAI_BASE_URL = "SESSIOND_OPENAI_BASE_URL"
+OPENAI_MODEL = "SESSIOND_OPENAI_MODEL"
+OPENAI_API_KEY_ENV = "SESSIOND_OPENAI_API_KEY_ENV"
+OPENAI_AGENT_ID = "SESSIOND_OPENAI_AGENT_ID"
+
+
+def _env_agent(env: Mapping[str, str]) -> AgentConfig | None:
+    """The ``openai`` agent the ``SESSIOND_OPENAI_*`` variables define, if any."""
+    base_url, model = env.get(OPENAI_BASE_URL), env.get(OPENAI_MODEL)
+    if not base_url and not model:
+        return None
+    agent_id = env.get(OPENAI_AGENT_ID) or "openai"
+    for name, value in ((OPENAI_BASE_URL, base_url), (OPENAI_MODEL, model)):
+        if not value:
+            msg = f"agent {agent_id!r}: {name} must be set too"
+            raise ConfigError(msg)
+    return AgentConfig(
+        id=agent_id,
+        provider="openai",
+        model=model,
+        base_url=base_url,
+        api_key_env=env.get(OPENAI_API_KEY_ENV) or None,
+    )
+
+
+def _with_api_keys(
+    agents: Mapping[str, AgentConfig], env: Mapping[str, str]
+) -> dict[str, AgentConfig]:
+    """The agents with their API keys read from the variables they name (once:
+    nothing later reads the environment)."""
+    resolved: dict[str, AgentConfig] = {}
+    for agent_id, config in agents.items():
+        if config.api_key_env and config.api_key is None:
+            key = env.get(config.api_key_env)
+            if not key:
+                msg = (
+                    f"agent {agent_id!r}: api_key_env names "
+                    f"{config.api_key_env}, which is not set"
+                )
+                raise ConfigError(msg)
+            config = replace(config, api_key=key)
+        resolved[agent_id] = config
+    return resolved
 
 
 def _days(value: str) -> float | None:
@@ -212,7 +441,11 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         document = tomllib.load(file)
     values: dict[str, Any] = {}
     agents = dict(_default_agents())
-    for agent_id, table in document.get("agents", {}).items():
+    tables = document.get("agents", {})
+    if not isinstance(tables, dict):
+        msg = f"{path}: agents must be a table of [agents.<id>] tables"
+        raise ConfigError(msg)
+    for agent_id, table in tables.items():
         agents[agent_id] = AgentConfig.from_table(agent_id, table)
     values["agents"] = agents
     webhooks = document.get("webhooks", [])
