@@ -227,6 +227,8 @@ class LifecycleCalls(RuntimeCore):
             "live_actors": self.directory.live_count(),
             "activations": self.directory.stats.activations,
             "passivations": self.directory.stats.passivations,
+            "conflict_retries": self.directory.conflicts.retries,
+            "stale_reloads": self.directory.conflicts.stale_reads,
             "appends": recorder.events_recorded,
             "commits": recorder.committer.batches,
             "committed_writes": recorder.committer.writes,

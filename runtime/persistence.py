@@ -21,7 +21,7 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from projections.codec import decode_state
+from projections.codec import OPENED_TOPIC, decode_state
 from projections.documents import event_document, event_type_name
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
@@ -175,7 +175,12 @@ class SessionsRecorder(SQLiteApplicationRecorder):
     def _write(self, cursor: SQLiteCursor, payload: Any) -> Sequence[int]:
         stored_events, sessions = payload
         ids = self._insert_events(cursor, stored_events) or []
-        self.views.project(cursor, sessions, None)
+        # Sessions opened by this write get their index row; every other one
+        # must still have its own (see SQLiteSessionViews.project).
+        opened = {
+            str(e.originator_id) for e in stored_events if e.topic == OPENED_TOPIC
+        }
+        self.views.project(cursor, sessions, None, new_ids=opened)
         self._enqueue_webhooks(cursor, stored_events, sessions)
         return ids
 
