@@ -40,7 +40,8 @@ def test_the_first_to_try_holds_the_lease_and_the_second_does_not(
     a, b = keeper(stores[0], clock, "a"), keeper(stores[1], clock, "b")
     assert a.renew_once() is True
     assert b.renew_once() is False
-    assert a.held() and not b.held()
+    assert a.held()
+    assert not b.held()
     assert stores[1].current("supervisor") == ("a", 1_767_225_600_000 + 5000)
 
 
@@ -51,7 +52,8 @@ def test_renewing_keeps_the_lease_past_its_first_expiry(
     a.renew_once()
     for _ in range(10):
         clock.advance(1.0)
-        assert a.renew_once() and a.held()
+        assert a.renew_once()
+        assert a.held()
         assert not b.renew_once()
 
 
@@ -63,7 +65,8 @@ def test_another_process_takes_over_only_once_the_holders_lease_expired(
     clock.advance(TTL - 0.001)  # a died: no more renewals
     assert not b.renew_once()
     clock.advance(0.001)
-    assert b.renew_once() and b.held()
+    assert b.renew_once()
+    assert b.held()
     # The old holder, were it only paused, finds it lost the lease.
     assert not a.renew_once()
     assert not a.held()
