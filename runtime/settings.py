@@ -207,7 +207,11 @@ class Settings:
         )
         if env.get("SESSIOND_CLOCK_SPEED"):
             # A testing aid: whole lifecycles in fast motion (see ScaledClock).
-            values["clock"] = ScaledClock(float(env["SESSIOND_CLOCK_SPEED"]))
+            origin = env.get("SESSIOND_CLOCK_ORIGIN")
+            values["clock"] = ScaledClock(
+                float(env["SESSIOND_CLOCK_SPEED"]),
+                origin=float(origin) if origin else None,
+            )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("api_keys"), str):
             values["api_keys"] = parse_api_keys(values["api_keys"])
