@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 import httpx
 
 from bench.common import Options, Result, main, say, scratch
@@ -240,7 +241,7 @@ def failover(options: Options, base: Path) -> list[Result]:
             watcher.start()
             old.kill(signal.SIGKILL)
             killed = time.monotonic()
-            new, taken = holder([n for n in members if n is not old])
+            _, taken = holder([n for n in members if n is not old])
             watcher.join(FAILOVER_BUDGET * 3)
             takeovers.append(taken - killed)
             expiries.append(seen.get("expired", float("inf")) - killed)
