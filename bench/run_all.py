@@ -21,6 +21,7 @@ from bench import (
     append,
     bench_supervisor,
     checkpoints,
+    cluster,
     concurrent,
     history,
     http,
@@ -46,6 +47,7 @@ FIGURES: dict[str, Callable[[Options], list[Result]]] = {
     "7": memory.run,
     "http": http.run,
     "lifecycle": bench_supervisor.run,
+    "cluster": cluster.run,
 }
 
 

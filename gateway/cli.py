@@ -42,7 +42,9 @@ EXIT_USAGE = 2
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(db=args.db, config_path=args.config)
+    # A one-shot command runs no background supervisor: on a store other
+    # processes serve, it must not take their supervisor lease.
+    return Settings.from_env(db=args.db, config_path=args.config, supervisor_interval=0)
 
 
 def _summary(event: dict[str, Any]) -> str:

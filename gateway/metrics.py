@@ -19,12 +19,22 @@ LATENCY = "sessiond_http_request_duration_seconds"
 
 # Runtime.metrics() keys that only ever grow are exported as counters.
 RUNTIME_COUNTERS = frozenset(
-    {"activations", "passivations", "appends", "commits", "committed_writes"}
+    {
+        "activations",
+        "passivations",
+        "appends",
+        "commits",
+        "committed_writes",
+        "conflict_retries",
+        "stale_reloads",
+    }
 )
 RUNTIME_HELP = {
     "live_actors": "Session actors alive in this process.",
     "activations": "Session actors started (rehydrated).",
     "passivations": "Idle session actors stopped.",
+    "conflict_retries": "Commands re-run after another process wrote first.",
+    "stale_reloads": "Answers reloaded because another process had written.",
     "appends": "Events appended to the log.",
     "commits": "Store transactions committed.",
     "committed_writes": "Writes committed (several share a transaction).",

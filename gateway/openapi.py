@@ -270,6 +270,8 @@ SCHEMAS: dict[str, Schema] = {
             "store": {"enum": ["ok", "unreachable"]},
             "live_actors": {"type": "integer"},
             "sessions_active": {"type": "integer"},
+            "node": STRING,
+            "supervisor": {"enum": ["active", "standby", "manual"]},
             "version": STRING,
         },
         ["status", "store", "live_actors", "sessions_active", "version"],

@@ -41,6 +41,7 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}
 MESSAGE_TOPIC = ALIAS_OF[Session.MessageAppended]
+OPENED_TOPIC = ALIAS_OF[Session.Opened]
 AGGREGATE_TOPICS: dict[str, type[Any]] = {"s": Session}
 AGGREGATE_ALIAS: dict[str, str] = {
     f"{cls.__module__}:{cls.__qualname__}": alias

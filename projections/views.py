@@ -21,11 +21,12 @@ with it. ``SQLiteSessionViews`` is an eventsourcing ``TrackingRecorder``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRecorder
 
 from aggregates.session import Session, Span
@@ -39,6 +40,9 @@ from projections.documents import (
 )
 
 APPLICATION_NAME = "Sessions"
+SESSION_GONE = "session_index: session gone"
+"""The text of the integrity error raised when a write would extend a session
+whose log was purged meanwhile (by another process)."""
 OPEN_END = 2**62
 """Stands for "no upper bound" in an open span."""
 
@@ -101,6 +105,8 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             f"INSERT INTO session_index ({','.join(INDEX_COLUMNS)}) "
             f"VALUES ({placeholders}) ON CONFLICT (session_id) DO UPDATE SET {updates}"
         )
+        assignments = ", ".join(f"{c} = ?" for c in INDEX_COLUMNS[1:])
+        self._update = f"UPDATE session_index SET {assignments} WHERE session_id = ?"
 
     def construct_create_table_statements(self) -> list[str]:
         """The tracking table plus the session index and its indexes."""
@@ -157,12 +163,36 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
     # --- writing
 
     def project(
-        self, c: SQLiteCursor, sessions: Iterable[Session], notification_id: int | None
+        self,
+        c: SQLiteCursor,
+        sessions: Iterable[Session],
+        notification_id: int | None,
+        *,
+        new_ids: Collection[str] | None = None,
     ) -> None:
         """Write the sessions' index rows and advance tracking, on ``c``'s
-        transaction (the one that records their events)."""
+        transaction (the one that records their events).
+
+        With ``new_ids`` (the sessions this write opens), every other session
+        must already have its row: a session purged meanwhile (by another
+        process, whose actor held stale state) raises ``IntegrityError``
+        (:data:`SESSION_GONE`) instead of coming back with half a log. Without
+        it (a rebuild), rows are upserted.
+        """
         sessions = list(sessions)
-        c.executemany(self._upsert, [index_row(s) for s in sessions])
+        if new_ids is None:
+            c.executemany(self._upsert, [index_row(s) for s in sessions])
+        else:
+            inserted = [index_row(s) for s in sessions if s.id in new_ids]
+            updated = [index_row(s) for s in sessions if s.id not in new_ids]
+            # Existing rows first: a session ended by this write (a reset) frees
+            # the name and scope key its successor, inserted next, takes.
+            if updated:
+                c.executemany(self._update, [(*r[1:], r[0]) for r in updated])
+                if c.sqlite_cursor.rowcount != len(updated):
+                    raise IntegrityError(SESSION_GONE)
+            if inserted:
+                c.executemany(self._upsert, inserted)
         scheduled, unscheduled = [], []
         for session in sessions:
             found = session.next_deadline()
@@ -427,6 +457,18 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             if state.get("reply_to") == offset:
                 return message_document(session_id, version, state)
         return None
+
+    def stored_version(self, session_id: str) -> int:
+        """The session's last offset in the log (0: no such session), read by
+        the log's primary key: how an actor checks its cached state is current."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT max(originator_version) FROM {self.events_table} "
+                "WHERE originator_id = ?",
+                (session_id,),
+            )
+            row = c.fetchone()
+        return int(row[0] or 0)
 
     def events(
         self, session_id: str, *, after: int = 0, limit: int = 100

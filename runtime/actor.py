@@ -10,16 +10,30 @@ Failures follow Akka's persistence rules:
 
 - a domain error leaves nothing recorded; any half-applied events are discarded by
   reloading the aggregate on the next command;
-- an integrity error on save (another writer took the offset, or a view
-  constraint such as a name clash fired) discards the in-memory state, which is
-  reloaded from the log on the next command;
+- a view constraint such as a name clash firing on save discards the in-memory
+  state, which is reloaded from the log on the next command;
 - any other storage error stops the actor: whether the write landed is unknown,
   so the next command goes to a new actor rebuilt from the log.
+
+Other writers (processes sharing the store, see README "Running several
+processes") are detected without a per-command query on the write path:
+
+- a write proves the cached state was current, because the store refuses an
+  event at an offset already taken (the log's primary key). When it refuses, the
+  actor reloads the session from the log and runs the command again on the
+  fresh state (commands are functions of the state), up to
+  ``CONFLICT_RETRIES`` times; a command whose precondition no longer holds (an
+  ``If-Match`` offset, a status) then fails as it would have on fresh state;
+- an answer that writes nothing (a read, a duplicate idempotency key, a domain
+  error) is given from cached state only after one indexed lookup confirms the
+  log has nothing newer; otherwise the actor reloads and answers again. State
+  loaded for this very command is not checked again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -29,6 +43,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from aggregates.session import Session
+from projections.views import SESSION_GONE
 from runtime.errors import (
     ConcurrencyConflictError,
     NameTakenError,
@@ -43,6 +58,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+CONFLICT_RETRIES = 16
+"""How many times a command is re-run on fresh state after another writer took
+its offset before the conflict is reported."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +81,31 @@ def translate_integrity_error(error: IntegrityError, session_id: str) -> Excepti
         return NameTakenError("another session of this user already has that name")
     if "session_index.scope_key" in text or "session_index_scope" in text:
         return SessionExistsError("a live session already holds this scope key")
+    if SESSION_GONE in text:
+        return SessionNotFoundError(f"session {session_id} not found")
     return ConcurrencyConflictError(
         f"another writer appended to session {session_id} first"
     )
+
+
+class ConflictCounter:
+    """Counts commands re-run after another writer took their offset (metrics);
+    shared by a runtime's actors."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.retries = 0
+        self.stale_reads = 0
+
+    def retried(self) -> None:
+        """One command re-run on fresh state after a conflict."""
+        with self._lock:
+            self.retries += 1
+
+    def refreshed(self) -> None:
+        """One answer that was about to come from stale state, reloaded first."""
+        with self._lock:
+            self.stale_reads += 1
 
 
 @dataclass(frozen=True)
@@ -93,12 +134,14 @@ class SessionActor(pykka.ThreadingActor):
         *,
         snapshot_interval: int,
         on_stop: Callable[[str, pykka.ActorRef[Any]], None] | None = None,
+        conflicts: ConflictCounter | None = None,
     ) -> None:
         super().__init__()
         self.session_id = session_id
         self.app = app
         self.snapshot_interval = snapshot_interval
         self._on_stop = on_stop
+        self._conflicts = conflicts or ConflictCounter()
         self._session: Session | None = None
 
     def on_receive(self, message: Any) -> Any:
@@ -132,44 +175,93 @@ class SessionActor(pykka.ThreadingActor):
         return self._session
 
     def read(self, query: Callable[[Session], T]) -> T:
-        """Answer a query from the in-memory state (actor thread; no write)."""
-        return query(self._load())
+        """Answer a query from the in-memory state once it is known to be current
+        (actor thread; no write)."""
+        fresh = self._session is None
+        session = self._load()
+        if not fresh and self._stale(session.version):
+            session = self._load()
+        return query(session)
 
     def execute(self, command: Callable[[Session], T | Outcome[T]]) -> T:
         """Run ``command`` on the session and save what it decided.
 
         Runs on the actor's thread. A command that returns an :class:`Outcome`
         has its ``also_save`` sessions saved in the same transaction and its
-        ``value`` returned. Raises the command's domain error (nothing saved),
-        :class:`ConcurrencyConflictError`/:class:`NameTakenError` (nothing saved,
-        state reloaded next time) or :class:`StorageUnavailableError` (actor
-        stopped; outcome unknown).
+        ``value`` returned. When another writer took the offset first, the
+        session is reloaded and the command run again (see the module
+        docstring). Raises the command's domain error (nothing saved),
+        :class:`ConcurrencyConflictError` (after ``CONFLICT_RETRIES`` re-runs),
+        :class:`NameTakenError` (nothing saved, state reloaded next time) or
+        :class:`StorageUnavailableError` (actor stopped; outcome unknown).
         """
-        session = self._load()
-        try:
-            result = command(session)
-        except BaseException:
-            if session.pending_events:
-                self._session = None  # half-applied: reload from the log
-            raise
-        others: tuple[Session, ...] = ()
-        if isinstance(result, Outcome):
-            others = result.also_save
-            value: T = result.value
-        else:
-            value = result
-        if not session.pending_events and not others:
+        for attempt in range(CONFLICT_RETRIES + 1):
+            fresh = self._session is None
+            session = self._load()
+            version_before = session.version
+            try:
+                result = command(session)
+            except Exception:
+                if session.pending_events:
+                    self._session = None  # half-applied: reload from the log
+                if not fresh and self._stale(version_before):
+                    continue  # decided on stale state: decide again on fresh
+                raise
+            except BaseException:
+                if session.pending_events:
+                    self._session = None
+                raise
+            others: tuple[Session, ...] = ()
+            if isinstance(result, Outcome):
+                others = result.also_save
+                value: T = result.value
+            else:
+                value = result
+            if not session.pending_events and not others:
+                if not fresh and self._stale(version_before):
+                    continue
+                return value
+            try:
+                self.app.save(session, *others)
+            except IntegrityError as error:
+                self._session = None
+                translated = translate_integrity_error(error, self.session_id)
+                if (
+                    isinstance(translated, ConcurrencyConflictError)
+                    and attempt < CONFLICT_RETRIES
+                ):
+                    # Another writer (another process) took the offset: the log
+                    # is intact and decides; run the command again on it.
+                    self._conflicts.retried()
+                    logger.info(
+                        "version conflict; reloading and retrying",
+                        extra={"session_id": self.session_id, "attempt": attempt},
+                    )
+                    continue
+                raise translated from None
+            except PersistenceError as error:
+                self._fail(error)
+            self._maybe_snapshot(session, version_before)
             return value
-        version_before = session.version - len(session.pending_events)
+        msg = f"another writer appended to session {self.session_id} first"
+        raise ConcurrencyConflictError(msg)
+
+    def _stale(self, cached_version: int) -> bool:
+        """Whether the log holds events the cached state lacks (one indexed
+        lookup); if so, forget the cached state so the next load is fresh."""
         try:
-            self.app.save(session, *others)
-        except IntegrityError as error:
-            self._session = None
-            raise translate_integrity_error(error, self.session_id) from None
+            stored = self.app.views.stored_version(self.session_id)
         except PersistenceError as error:
             self._fail(error)
-        self._maybe_snapshot(session, version_before)
-        return value
+        if stored == cached_version:
+            return False
+        self._session = None
+        self._conflicts.refreshed()
+        logger.info(
+            "stale session state; reloading",
+            extra={"session_id": self.session_id, "cached": cached_version},
+        )
+        return True
 
     def _maybe_snapshot(self, session: Session, version_before: int) -> None:
         interval = self.snapshot_interval

@@ -1,6 +1,9 @@
 """``EventBus``: fans a session's recorded events and live turn deltas out to
 subscribers (SSE, WebSocket, webhooks) in process.
 
+Events this process records are published by its recorder; events other
+processes record reach it through the change feed (:mod:`runtime.feed`).
+
 Recorded events are published only after the transaction holding them has
 committed, in commit order. Delivery callbacks run on the publishing thread and
 must not block (they hand the item to a queue).
@@ -24,11 +27,17 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: dict[str, list[Deliver]] = {}
+        self.on_first_subscriber: Callable[[], None] | None = None
+        """Called (without the lock) when a subscription opens while there was
+        none: the change feed uses it to start polling at once."""
 
     def subscribe(self, session_id: str, deliver: Deliver) -> Callable[[], None]:
         """Deliver the session's items to ``deliver``; returns the unsubscriber."""
         with self._lock:
+            first = not self._subscribers
             self._subscribers.setdefault(session_id, []).append(deliver)
+        if first and self.on_first_subscriber is not None:
+            self.on_first_subscriber()
 
         def unsubscribe() -> None:
             with self._lock:
@@ -43,6 +52,10 @@ class EventBus:
     def has_subscribers(self, session_id: str) -> bool:
         """Whether anyone listens to the session (a cheap check before work)."""
         return session_id in self._subscribers
+
+    def has_any_subscribers(self) -> bool:
+        """Whether anyone listens to any session."""
+        return bool(self._subscribers)
 
     def publish(self, session_id: str, item: dict[str, Any]) -> None:
         """Hand ``item`` to every subscriber of the session."""

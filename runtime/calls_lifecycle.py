@@ -215,8 +215,18 @@ class LifecycleCalls(RuntimeCore):
             "sessions_active": counts.get("active", 0),
             "sessions_expiring_soon": self.views.expiring_soon(),
             "sessions_expired": counts.get("expired", 0),
+            "node": self.node_id,
+            "supervisor": self._supervisor_role(),
             "version": VERSION,
         }
+
+    def _supervisor_role(self) -> str:
+        """``active`` (this process holds the supervisor lease and runs the
+        lifecycle and webhooks), ``standby``, or ``manual`` (no background
+        supervisor: the caller runs it)."""
+        if self.settings.supervisor_interval <= 0:
+            return "manual"
+        return "active" if self.lease.held() else "standby"
 
     def metrics(self) -> dict[str, int]:
         """Counters and gauges of the runtime, for the metrics endpoint."""
@@ -227,6 +237,8 @@ class LifecycleCalls(RuntimeCore):
             "live_actors": self.directory.live_count(),
             "activations": self.directory.stats.activations,
             "passivations": self.directory.stats.passivations,
+            "conflict_retries": self.directory.conflicts.retries,
+            "stale_reloads": self.directory.conflicts.stale_reads,
             "appends": recorder.events_recorded,
             "commits": recorder.committer.batches,
             "committed_writes": recorder.committer.writes,

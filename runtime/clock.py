@@ -61,17 +61,23 @@ class FakeClock:
 
 
 class ScaledClock:
-    """Real time running ``speed`` times faster from the moment it was made: to
-    watch whole lifecycles (timeouts are minutes) in seconds, e.g. in an end to
-    end test of the real server. Never for production."""
+    """Real time running ``speed`` times faster from the moment it was made (or
+    from ``origin``, a Unix time, so that several processes given the same
+    origin agree on the time): to watch whole lifecycles (timeouts are minutes)
+    in seconds, e.g. in an end to end test of the real server. Never for
+    production."""
 
-    def __init__(self, speed: float) -> None:
+    def __init__(self, speed: float, origin: float | None = None) -> None:
         if speed <= 0:
             msg = "clock speed must be positive"
             raise ValueError(msg)
         self.speed = speed
-        self._start_wall = datetime.now(UTC)
-        self._start_monotonic = time.monotonic()
+        if origin is None:
+            self._start_wall = datetime.now(UTC)
+            self._start_monotonic = time.monotonic()
+        else:
+            self._start_wall = datetime.fromtimestamp(origin, UTC)
+            self._start_monotonic = time.monotonic() - (time.time() - origin)
 
     def now(self) -> datetime:
         """The scaled wall-clock time."""

@@ -34,6 +34,8 @@ from runtime.errors import (
     ActorUnavailableError,
     SessionNotFoundError,
 )
+from runtime.feed import ChangeFeed
+from runtime.lease import LeaseKeeper, node_id
 from runtime.persistence import SessionsRecorder
 from runtime.principal import Principal
 from runtime.sessions import Sessions
@@ -124,14 +126,38 @@ class RuntimeCore:
             backoff_cap=self.settings.webhook_backoff_cap_seconds,
             timeout=self.settings.webhook_timeout_seconds,
         )
+        recorder = self.app.recorder
+        assert isinstance(recorder, SessionsRecorder)
+        # Events other processes sharing the store record, to this one's tails.
+        self.feed = ChangeFeed(
+            self.app.changes,
+            self.app.bus,
+            recorder.local,
+            interval=self.settings.feed_interval,
+        )
+        self.feed.start()
+        self.node_id = self.settings.node_id or node_id()
+        self.lease = LeaseKeeper(
+            self.app.leases,
+            self.settings.lease_clock,
+            holder=self.node_id,
+            ttl=self.settings.lease_seconds,
+            renew_every=self.settings.lease_renew_seconds,
+            on_acquired=self.webhooks.wake,
+        )
         self._ticker: Ticker | None = None
         if self.settings.supervisor_interval > 0:
-            # Background lifecycle work; with an interval of 0 the caller drives it
-            # (run_lifecycle, deliver_webhooks), as tests do.
-            self._ticker = Ticker(self.supervisor, self.settings.supervisor_interval)
+            # Background lifecycle work, on the one process holding the lease;
+            # with an interval of 0 the caller drives it (run_lifecycle,
+            # deliver_webhooks), as tests do.
+            self.webhooks.gate(self.lease.held)
+            self._ticker = Ticker(
+                self.supervisor,
+                self.settings.supervisor_interval,
+                may_run=self.lease.held,
+            )
+            self.lease.start()
             self._ticker.start()
-            recorder = self.app.recorder
-            assert isinstance(recorder, SessionsRecorder)
             recorder.on_outbox = self.webhooks.wake
             self.webhooks.start()
 
@@ -147,6 +173,8 @@ class RuntimeCore:
         if self._ticker is not None:
             self._ticker.stop()
         self.webhooks.stop()
+        self.lease.stop()
+        self.feed.stop()
         self.supervisor.actor_ref.stop()
         self.directory.stop_all()
         self.agents.close()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from runtime.actor import SessionActor
+from runtime.actor import ConflictCounter, SessionActor
 
 if TYPE_CHECKING:
     from runtime.clock import Clock
@@ -82,6 +82,7 @@ class ActorDirectory:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.stats = DirectoryStats()
+        self.conflicts = ConflictCounter()
 
     def get_or_start(
         self, session_id: str, send: Callable[[Any], Any] | None = None
@@ -179,6 +180,7 @@ class ActorDirectory:
             self._app,
             snapshot_interval=self._snapshot_interval,
             on_stop=self.forget,
+            conflicts=self.conflicts,
         )
         entry = _Entry(ref=ref, last_used=self._clock.monotonic())
         self._entries[session_id] = entry

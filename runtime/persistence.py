@@ -21,12 +21,13 @@ from eventsourcing.sqlite import (
     SQLiteFactory,
 )
 
-from projections.codec import decode_state
+from projections.codec import OPENED_TOPIC, decode_state
 from projections.documents import event_document, event_type_name
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
 from runtime.committer import GroupCommitter
 from runtime.errors import StorageUnavailableError
+from runtime.feed import LocalPublications
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -150,6 +151,7 @@ class SessionsRecorder(SQLiteApplicationRecorder):
         self.clock = clock
         self.server_webhooks = server_webhooks
         self.on_outbox: Callable[[], None] | None = None
+        self.local = LocalPublications()
         self._outbox_written = False
         self.events_recorded = 0
         self.committer = GroupCommitter(
@@ -175,7 +177,12 @@ class SessionsRecorder(SQLiteApplicationRecorder):
     def _write(self, cursor: SQLiteCursor, payload: Any) -> Sequence[int]:
         stored_events, sessions = payload
         ids = self._insert_events(cursor, stored_events) or []
-        self.views.project(cursor, sessions, None)
+        # Sessions opened by this write get their index row; every other one
+        # must still have its own (see SQLiteSessionViews.project).
+        opened = {
+            str(e.originator_id) for e in stored_events if e.topic == OPENED_TOPIC
+        }
+        self.views.project(cursor, sessions, None, new_ids=opened)
         self._enqueue_webhooks(cursor, stored_events, sessions)
         return ids
 
@@ -229,9 +236,10 @@ class SessionsRecorder(SQLiteApplicationRecorder):
             self._outbox_written = False
             self.on_outbox()
         bus = self.bus
-        for (stored_events, _), _ids in written:
+        for (stored_events, _), ids in written:
             self.events_recorded += len(stored_events)
-            for stored in stored_events:
+            published = []
+            for stored, notification_id in zip(stored_events, ids, strict=False):
                 session_id = str(stored.originator_id)
                 if bus.has_subscribers(session_id):
                     offset = stored.originator_version
@@ -242,3 +250,7 @@ class SessionsRecorder(SQLiteApplicationRecorder):
                         session_id,
                         {"type": "event", "offset": offset, "event": document},
                     )
+                    published.append(notification_id)
+            if published:
+                # The change feed will find these in the log: not twice.
+                self.local.add(published)

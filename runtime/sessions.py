@@ -12,6 +12,8 @@ from eventsourcing.utils import strtobool
 from aggregates.session import Session
 from projections.views import SQLiteSessionViews
 from runtime.bus import EventBus
+from runtime.feed import ChangeSource
+from runtime.lease import LeaseStore
 from runtime.mapper import SessionMapper
 from runtime.persistence import (
     DurableSQLiteFactory,
@@ -19,6 +21,7 @@ from runtime.persistence import (
     eventsourcing_env,
 )
 from runtime.settings import Settings
+from runtime.sqlite_cluster import SQLiteChangeSource, SQLiteLeaseStore
 
 if TYPE_CHECKING:
     from eventsourcing.utils import EnvType
@@ -67,6 +70,8 @@ class Sessions(Application[str]):
 
     views: SQLiteSessionViews
     bus: EventBus
+    leases: LeaseStore
+    changes: ChangeSource
 
     def __init__(
         self, settings: Settings | None = None, env: EnvType | None = None
@@ -112,6 +117,12 @@ class Sessions(Application[str]):
             server_webhooks=self.settings.webhooks,
         )
         recorder.create_table()
+        # What several processes on one store need (see README "Running
+        # several processes"); a backend provides its own implementations.
+        leases = SQLiteLeaseStore(factory.datastore)
+        leases.create_table()
+        self.leases = leases
+        self.changes = SQLiteChangeSource(factory.datastore, recorder.events_table_name)
         return recorder
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[str]]:

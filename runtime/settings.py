@@ -310,9 +310,21 @@ class Settings:
     webhook_backoff_seconds: float = 1.0
     webhook_backoff_cap_seconds: float = 600.0
     webhook_timeout_seconds: float = 10.0
+    lease_seconds: float = 5.0
+    """How long the supervisor lease lasts without renewal (fail-over time)."""
+    lease_renew_seconds: float = 1.0
+    """How often the lease holder renews it (and the others try to take it)."""
+    feed_interval: float = 0.02
+    """How often, while anyone here streams a session, the change feed looks
+    for events recorded by other processes (SQLite polls)."""
+    node_id: str | None = None
+    """This process's name in the lease table (default: host:pid:random)."""
     # Empty: no authentication, one local principal. Only digests are kept.
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
+    lease_clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
+    """The lease's time: real time even when ``clock`` runs fast (a ScaledClock
+    started at another moment in each process would disagree across them)."""
 
     def with_changes(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -342,6 +354,10 @@ class Settings:
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
+            ("lease_seconds", "SESSIOND_LEASE_SECONDS", float),
+            ("lease_renew_seconds", "SESSIOND_LEASE_RENEW_SECONDS", float),
+            ("feed_interval", "SESSIOND_FEED_INTERVAL", float),
+            ("node_id", "SESSIOND_NODE_ID", str),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
             (
                 "retention_keep_checkpoints",
@@ -367,7 +383,11 @@ class Settings:
         )
         if env.get("SESSIOND_CLOCK_SPEED"):
             # A testing aid: whole lifecycles in fast motion (see ScaledClock).
-            values["clock"] = ScaledClock(float(env["SESSIOND_CLOCK_SPEED"]))
+            origin = env.get("SESSIOND_CLOCK_ORIGIN")
+            values["clock"] = ScaledClock(
+                float(env["SESSIOND_CLOCK_SPEED"]),
+                origin=float(origin) if origin else None,
+            )
         env_agent = _env_agent(env)
         if env_agent is not None:
             values["agents"] = {

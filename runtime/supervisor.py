@@ -9,7 +9,9 @@ pure functions that computed the schedule, records what it did as events, and th
 new state reschedules it. After a restart, deadlines that passed while the
 service was down are handled once each, in order.
 
-The supervisor is a pykka actor, one per process. It never blocks on a session
+The supervisor is a pykka actor, one per process; when several processes share
+a store, only the one holding the supervisor lease ticks (see
+:mod:`runtime.lease`). It never blocks on a session
 actor: it sends the command without waiting, and does not send it again for the
 same deadline unless ``retry_after`` seconds pass without the schedule moving on
 (the command failed, e.g. the store was briefly unavailable).
@@ -127,11 +129,18 @@ class LifecycleSupervisor(pykka.ThreadingActor):
 
 
 class Ticker:
-    """Calls the supervisor's ``tick`` every ``interval`` seconds on a thread."""
+    """Calls the supervisor's ``tick`` every ``interval`` seconds on a thread,
+    when ``may_run()`` says so (this process holds the supervisor lease)."""
 
-    def __init__(self, supervisor: Any, interval: float) -> None:
+    def __init__(
+        self,
+        supervisor: Any,
+        interval: float,
+        may_run: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._supervisor = supervisor
         self._interval = interval
+        self._may_run = may_run
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="sessiond-ticker", daemon=True
@@ -148,6 +157,8 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if not self._may_run():
+                continue
             try:
                 self._supervisor.tick().get(timeout=60)
             except (pykka.ActorDeadError, pykka.Timeout):

@@ -53,12 +53,19 @@ class _Backlog:
         return None
 
     def accept(self, item: dict[str, Any]) -> bool:
-        """Whether a live item is new (events already seen are dropped)."""
+        """Whether a live item is the next one to give out: events already seen
+        are dropped, and an event past the next offset (live events from two
+        sources, this process's recorder and the change feed, may arrive out of
+        order) sends the tail back to the log, which has the gap and this one."""
         if item["type"] != "event":
             return True
-        if item["offset"] <= self.last:
+        offset = item["offset"]
+        if offset <= self.last:
             return False
-        self.last = item["offset"]
+        if offset > self.last + 1:
+            self.caught_up = False
+            return False
+        self.last = offset
         return True
 
 

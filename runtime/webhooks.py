@@ -10,6 +10,10 @@ Retries back off exponentially with full jitter, up to a cap, for at most
 ``max_attempts`` attempts. A 4xx answer other than 408 and 429 means the receiver
 refused the payload: it is not retried. A session's deliveries go out in order:
 the next one waits until the previous one was delivered or gave up.
+
+When several processes share a store, only the one holding the supervisor lease
+delivers (``may_run``); it checks before every attempt, so a process that lost
+the lease stops within one attempt.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -60,6 +65,7 @@ class WebhookDeliverer:
         interval: float = 0.5,
         batch: int = 50,
     ) -> None:
+        self._may_run: Callable[[], bool] = lambda: True
         self._views = views
         self._clock = clock
         self._max_attempts = max_attempts
@@ -88,6 +94,10 @@ class WebhookDeliverer:
             self._thread.join(timeout=30)
         self._client.close()
 
+    def gate(self, may_run: Callable[[], bool]) -> None:
+        """Deliver only while ``may_run()`` (this process holds the lease)."""
+        self._may_run = may_run
+
     def wake(self) -> None:
         """Look at the outbox now (new deliveries were written)."""
         self._wake.set()
@@ -97,7 +107,7 @@ class WebhookDeliverer:
         now_ms = int(self._clock.now().timestamp() * 1000)
         due = self._views.due_deliveries(now_ms, self._batch)
         for delivery in due:
-            if self._stop.is_set():
+            if self._stop.is_set() or not self._may_run():
                 break
             self._attempt(delivery)
         return len(due)
@@ -105,7 +115,9 @@ class WebhookDeliverer:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                while self.deliver_due() and not self._stop.is_set():
+                while (
+                    self._may_run() and self.deliver_due() and not self._stop.is_set()
+                ):
                     pass
             except Exception:  # the outbox keeps everything; the next round retries
                 logger.exception("webhook delivery round failed")

@@ -109,6 +109,13 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         """Start the process and wait until it is healthy."""
+        self.launch()
+        self.wait_healthy()
+        return self
+
+    def launch(self) -> ServerProcess:
+        """Start the process without waiting (start several, then wait for each
+        with :meth:`wait_healthy`)."""
         assert self.process is None or self.process.poll() is not None
         self._log_file = self.log.open("ab")
         env = dict(self.env)
@@ -121,7 +128,6 @@ class ServerProcess:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:

@@ -1,0 +1,83 @@
+"""The change feed: a tail on one runtime sees what another runtime on the same
+SQLite file records, in order, once each (issue 7, item 2). Real files, real
+threads; waits are bounded tail reads, never sleeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runtime import Runtime
+from tests.conftest import RuntimeFactory
+
+WAIT = 10.0
+
+
+@pytest.fixture
+def pair(runtime_factory: RuntimeFactory) -> tuple[Runtime, Runtime]:
+    return (
+        runtime_factory(supervisor_interval=0, feed_interval=0.01),
+        runtime_factory(supervisor_interval=0, feed_interval=0.01),
+    )
+
+
+def offsets(tail: Any, count: int) -> list[tuple[int, str]]:
+    """The next ``count`` recorded events of a tail: (offset, type)."""
+    found: list[tuple[int, str]] = []
+    while len(found) < count:
+        item = tail.get(timeout=WAIT)
+        assert item is not None, f"only {found} arrived"
+        if item["type"] == "event":
+            found.append((item["offset"], item["event"]["type"]))
+    return found
+
+
+def test_a_tail_on_one_runtime_sees_an_append_made_through_another(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    with second.tail(session_id, after=1) as tail:
+        message = first.append(session_id, "from the other process")
+        assert offsets(tail, 1) == [(message["offset"], "message_appended")]
+
+
+def test_appends_through_both_runtimes_reach_a_tail_once_each_in_order(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    with first.tail(session_id, after=1) as mine, second.tail(session_id) as theirs:
+        for n in range(10):
+            (first if n % 2 else second).append(session_id, f"m{n}")
+        expected = list(range(2, 12))
+        assert [o for o, _ in offsets(mine, 10)] == expected
+        assert [o for o, _ in offsets(theirs, 11)] == [1, *expected]
+        # Nothing more: no event came twice.
+        assert mine.get(timeout=0.2) is None
+        assert theirs.get(timeout=0.2) is None
+
+
+def test_a_tail_that_receives_a_later_offset_first_reads_the_gap_from_the_log(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    second.feed.stop()  # the other runtime's events will not come live
+    with second.tail(session_id, after=1) as tail:
+        second.append(session_id, "a")
+        assert [o for o, _ in offsets(tail, 1)] == [2]  # caught up, live
+        first.append(session_id, "b")  # offset 3: never published here
+        second.append(session_id, "c")  # offset 4: published here live
+        assert [o for o, _ in offsets(tail, 2)] == [3, 4]
+
+
+def test_an_idle_feed_reads_no_events(pair: tuple[Runtime, Runtime]) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    for n in range(5):
+        first.append(session_id, f"m{n}")
+    assert second.feed.poll_once() == 0
+    assert second.feed.position == first.app.recorder.max_notification_id()
+    assert second.feed.published == 0

@@ -1,0 +1,151 @@
+"""Two runtimes on one SQLite file (two connection pools, two sets of actors: what
+two processes are to each other): a runtime whose actor holds state another
+runtime has since changed never answers from it, never forks the log and never
+resurrects a purged session (issue 7, item 2).
+
+Each test makes one runtime's actor stale on purpose (it loads the session, then
+the other runtime writes), so every path is exercised deterministically.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from typing import Any
+
+import pytest
+
+from runtime import (
+    FakeClock,
+    OffsetConflictError,
+    Runtime,
+    SessionNotFoundError,
+)
+from tests.conftest import RuntimeFactory
+
+
+@pytest.fixture
+def pair(runtime_factory: RuntimeFactory) -> tuple[Runtime, Runtime]:
+    """Two runtimes on the test's file; no background supervisor."""
+    return (
+        runtime_factory(supervisor_interval=0),
+        runtime_factory(supervisor_interval=0),
+    )
+
+
+def stale_session(pair: tuple[Runtime, Runtime]) -> str:
+    """A session whose actor in the first runtime is one write behind the log."""
+    first, second = pair
+    session_id = first.create()["id"]
+    first.append(session_id, "a")  # first's actor now holds offset 2
+    second.append(session_id, "b")  # the log is at offset 3
+    return session_id
+
+
+def log_rows(db_path: str, session_id: str) -> list[int]:
+    with closing(sqlite3.connect(db_path)) as connection:
+        rows = connection.execute(
+            "SELECT originator_version FROM stored_events WHERE originator_id = ? "
+            "ORDER BY originator_version",
+            (session_id,),
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def test_if_match_on_a_stale_actor_is_checked_against_the_log(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, _ = pair
+    session_id = stale_session(pair)
+    # The client saw offset 3 on the other process: it holds, whatever the
+    # stale actor thought.
+    assert first.append(session_id, "c", expected_offset=3)["offset"] == 4
+    assert first.directory.conflicts.stale_reads == 1
+    # An offset that no longer holds is a conflict naming the real current one.
+    with pytest.raises(OffsetConflictError) as raised:
+        first.append(session_id, "d", expected_offset=3)
+    assert raised.value.current_offset == 4
+
+
+def test_an_out_of_date_if_match_on_a_stale_actor_reports_the_current_offset(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, _ = pair
+    session_id = stale_session(pair)
+    with pytest.raises(OffsetConflictError) as raised:
+        first.append(session_id, "c", expected_offset=2)
+    # The stale actor agreed with the caller; the log refused the write; the
+    # command ran again on the reloaded session and found the offset moved on.
+    assert raised.value.current_offset == 3
+    assert first.directory.conflicts.retries == 1
+
+
+def test_an_idempotency_key_used_on_one_runtime_holds_on_the_other(
+    pair: tuple[Runtime, Runtime], db_path: str
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    first.append(session_id, "warm")  # first's actor is loaded at offset 2
+    original = second.append(session_id, "once", idempotency_key="k-1")
+    retried = first.append(session_id, "once", idempotency_key="k-1")
+    assert retried["offset"] == original["offset"] == 3
+    assert retried["id"] == original["id"]
+    assert log_rows(db_path, session_id) == [1, 2, 3]
+    # And back the other way, now that the first runtime has written last.
+    third = first.append(session_id, "twice", idempotency_key="k-2")
+    assert second.append(session_id, "twice", idempotency_key="k-2") == third
+    assert log_rows(db_path, session_id) == [1, 2, 3, 4]
+
+
+def test_reads_from_actor_state_see_what_the_other_runtime_wrote(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    assert first.checkpoints(session_id) == []  # first's actor caches the state
+    saved = second.checkpoint_save(session_id, "mark")
+    assert [c["id"] for c in first.checkpoints(session_id)] == [saved["id"]]
+
+
+def test_a_session_purged_by_one_runtime_cannot_be_written_by_the_others_stale_actor(
+    pair: tuple[Runtime, Runtime], db_path: str
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    first.append(session_id, "a")  # first's actor holds the live session
+    second.delete(session_id, purge=True)
+    assert log_rows(db_path, session_id) == []
+    with pytest.raises(SessionNotFoundError):
+        first.append(session_id, "after the purge")
+    # Written around the checks a request makes first (the index row), straight
+    # at the stale actor: the store refuses it; nothing comes back.
+    with pytest.raises(SessionNotFoundError):
+        first._execute(  # the stale actor itself, on purpose
+            session_id,
+            lambda s: s.append_message(
+                timestamp=first.clock.now(),
+                message_id="x",
+                role="user",
+                content="resurrected?",
+            ),
+        )
+    assert log_rows(db_path, session_id) == []
+    assert first.views.session_row(session_id) is None
+
+
+def test_two_supervisors_ticking_at_once_expire_a_session_exactly_once(
+    pair: tuple[Runtime, Runtime], clock: FakeClock
+) -> None:
+    first, second = pair
+    session_id = first.create(timeout={"timeout_minutes": 5})["id"]
+    for runtime in pair:  # both have a live actor with the active session
+        runtime.checkpoints(session_id)
+    clock.advance(6 * 60)
+    asked = [first.run_lifecycle(), second.run_lifecycle()]
+    assert session_id in asked[0]
+    events: list[dict[str, Any]] = first.views.events(session_id, limit=100)[0]
+    kinds = [e["type"] for e in events]
+    assert kinds.count("expired") == 1
+    assert kinds.count("expiry_warned") <= 1
+    assert first.views.due(clock.now(), 10) == []
+    assert first.views.session_row(session_id)["doc"]["status"] == "expired"  # type: ignore[index]
