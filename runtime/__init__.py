@@ -21,6 +21,7 @@ from runtime.errors import (
     SessionExpiredError,
     SessionNotFoundError,
     StorageUnavailableError,
+    SummaryNotFoundError,
     TurnTimeoutError,
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
@@ -55,6 +56,7 @@ __all__ = [
     "SessionNotFoundError",
     "Settings",
     "StorageUnavailableError",
+    "SummaryNotFoundError",
     "SystemClock",
     "TextDelta",
     "ToolCallDelta",

@@ -25,6 +25,7 @@ from aggregates.errors import (
     RenewalRefusedError,
     SessionEndedError,
     SessionExpiredError,
+    SummaryNotFoundError,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "SessionExpiredError",
     "SessionNotFoundError",
     "StorageUnavailableError",
+    "SummaryNotFoundError",
     "TurnTimeoutError",
 ]
 

@@ -22,6 +22,68 @@ DEFAULT_DB = "./sessiond.db"
 ECHO_AGENT_ID = "echo"
 
 
+CONTEXT_STRATEGIES = ("recent", "smart", "summarize")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """An agent's context window (``context = {...}`` in ``[agents.<id>]``).
+
+    The agent sees at most ``max_tokens - reserve_output_tokens`` tokens of
+    history (its system prompt counted), measured by the token ``counter``
+    (``heuristic``, ``words``, a name given to ``Runtime.register_token_counter``
+    or a ``module:attribute`` import path), chosen by ``strategy`` (see
+    :mod:`runtime.window`). ``summary_tokens`` is the room the ``summarize``
+    strategy keeps for its summary; at most the ``max_messages`` most recent
+    messages are considered.
+    """
+
+    strategy: str = "recent"
+    max_tokens: int = 8192
+    reserve_output_tokens: int = 1024
+    counter: str = "heuristic"
+    summary_tokens: int = 512
+    max_messages: int = 1000
+
+    @property
+    def budget(self) -> int:
+        """The tokens the history may take (before the system prompt)."""
+        return self.max_tokens - self.reserve_output_tokens
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ContextConfig:
+        """Build from the ``context`` table; a bad value is a ``ValueError``."""
+        if not isinstance(table, Mapping):
+            msg = "context must be a table"
+            raise ValueError(msg)
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(table) - names)
+        if unknown:
+            msg = f"unknown context keys: {', '.join(unknown)}"
+            raise ValueError(msg)
+        config = cls(**dict(table))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse values that cannot work (``ValueError``)."""
+        if self.strategy not in CONTEXT_STRATEGIES:
+            msg = f"context strategy must be one of {', '.join(CONTEXT_STRATEGIES)}"
+            raise ValueError(msg)
+        for name in ("max_tokens", "summary_tokens", "max_messages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                msg = f"context {name} must be a positive integer"
+                raise ValueError(msg)
+        reserve = self.reserve_output_tokens
+        if not isinstance(reserve, int) or not 0 <= reserve < self.max_tokens:
+            msg = "context reserve_output_tokens must be within 0..max_tokens - 1"
+            raise ValueError(msg)
+        if not isinstance(self.counter, str) or not self.counter:
+            msg = "context counter must be a name"
+            raise ValueError(msg)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """One configured agent."""
@@ -36,6 +98,7 @@ class AgentConfig:
     max_steps: int = 8
     timeout: Mapping[str, Any] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)
+    context: ContextConfig = field(default_factory=ContextConfig)
 
     @classmethod
     def from_table(cls, agent_id: str, table: Mapping[str, Any]) -> AgentConfig:
@@ -49,6 +112,7 @@ class AgentConfig:
             "tools",
             "max_steps",
             "timeout",
+            "context",
         }
         return cls(
             id=agent_id,
@@ -61,6 +125,7 @@ class AgentConfig:
             max_steps=int(table.get("max_steps", 8)),
             timeout=dict(table.get("timeout", {})),
             params={k: v for k, v in table.items() if k not in known},
+            context=ContextConfig.from_table(table.get("context", {})),
         )
 
 
