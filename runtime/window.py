@@ -23,7 +23,7 @@ never shown (a model API refuses a result without its call).
 - ``summarize``: as ``recent``, but the units entirely at or before the summary's
   ``to_offset`` are represented by the summary (a ``role: system`` message with
   ``metadata.summary = {"from_offset", "to_offset"}``), shown if it fits, before
-  the first message after ``to_offset``. The recent run keeps
+  the first unit that reaches past ``to_offset``. The recent run keeps
   ``summary_reserve`` tokens free for a summary (at least the current one's
   size), and the units older than the run not covered by the summary are
   returned as :attr:`Window.fold`: what a new summary should fold in.
@@ -230,10 +230,16 @@ def build_window(
     if show_summary:
         assert summary is not None
         assert to_offset is not None
-        at = next(
-            (n for n, m in enumerate(shown) if int(m["offset"]) > to_offset),
-            len(shown),
+        # Before the first unit reaching past the summary, never inside one.
+        first_after = min(
+            (
+                units[p].indexes[0]
+                for p in selected
+                if any(int(messages[i]["offset"]) > to_offset for i in units[p].indexes)
+            ),
+            default=None,
         )
+        at = len(shown) if first_after is None else shown_indexes.index(first_after)
         shown.insert(at, dict(summary))
     left_out = sorted(
         i
