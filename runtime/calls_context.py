@@ -97,7 +97,7 @@ class ContextCalls(RuntimeCore):
         messages are neither shown nor covered by the summary in use;
         ``summary``: the one shown, if any; ``summaries``: those still valid).
         Reads only: no summary is made."""
-        plan = self._plan(session_id, principal)
+        plan = self._plan(session_id, principal, with_summaries=True)
         window = plan.window()
         in_use = None
         if window.summary_used and plan.summary is not None:
@@ -220,7 +220,12 @@ class ContextCalls(RuntimeCore):
     # --- helpers
 
     def _plan(
-        self, session_id: str, principal: Principal, *, read_all: bool = False
+        self,
+        session_id: str,
+        principal: Principal,
+        *,
+        read_all: bool = False,
+        with_summaries: bool = False,
     ) -> _Plan:
         row = self._row(session_id, principal)
         agent_id = row["doc"]["agent_id"]
@@ -237,7 +242,7 @@ class ContextCalls(RuntimeCore):
             )
         summaries: list[dict[str, Any]] = []
         summary: dict[str, Any] | None = None
-        if config.strategy == SUMMARIZE or read_all:
+        if config.strategy == SUMMARIZE or read_all or with_summaries:
             summaries = self._read(session_id, Session.valid_summaries)
             if summaries:
                 summary = self._summary_message(session_id, summaries[-1]["offset"])
