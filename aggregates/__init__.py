@@ -10,6 +10,7 @@ from aggregates.errors import (
     OffsetOutOfRangeError,
     RenewalRefusedError,
     SessionEndedError,
+    SummaryNotFoundError,
 )
 from aggregates.session import IDEMPOTENCY_WINDOW, Session, Span, truncate_spans
 from aggregates.values import (
@@ -41,6 +42,7 @@ __all__ = [
     "SessionEndedError",
     "Span",
     "Status",
+    "SummaryNotFoundError",
     "TimeoutLimits",
     "TimeoutPolicy",
     "deep_merge",

@@ -8,6 +8,7 @@
     ├── SessionExpiredError        session_expired  (carries expires_at)
     ├── OffsetConflictError        conflict         (carries current_offset)
     ├── CheckpointNotFoundError    checkpoint_not_found
+    ├── SummaryNotFoundError       summary_not_found
     ├── OffsetOutOfRangeError      offset_out_of_range
     └── RenewalRefusedError        renewal_refused
 """
@@ -65,6 +66,12 @@ class CheckpointNotFoundError(DomainError):
     """No checkpoint with that id exists in the session."""
 
     code = "checkpoint_not_found"
+
+
+class SummaryNotFoundError(DomainError):
+    """No context summary was recorded at that offset (or it was dropped)."""
+
+    code = "summary_not_found"
 
 
 class OffsetOutOfRangeError(DomainError):

@@ -41,6 +41,7 @@ from aggregates.errors import (
     RenewalRefusedError,
     SessionEndedError,
     SessionExpiredError,
+    SummaryNotFoundError,
 )
 from aggregates.lifecycle import Due, next_deadline, validate_reset_policy
 from aggregates.values import (
@@ -59,6 +60,10 @@ Span = list[Any]  # [session_id: str, after: int, upto: int | None]
 
 IDEMPOTENCY_WINDOW = 256
 """How many recent idempotency keys a session remembers (durably, in its state)."""
+
+SUMMARY_WINDOW = 32
+"""How many recent context summaries a session keeps track of (their offsets
+only; the text stays in the log)."""
 
 
 def truncate_spans(spans: list[Span], offset: int) -> list[Span]:
@@ -339,6 +344,59 @@ class Session(BaseAggregate[str]):
             session.successor_id = self.successor_id
             session.updated_at = self.timestamp
 
+    class SummaryRecorded(Event):
+        """A summary of the visible history up to ``to_offset`` (its first
+        message being at ``from_offset``), for agents' context windows.
+
+        ``spans`` is the visible history it covers (the session's spans cut at
+        ``to_offset``): the summary stands for those messages only while they
+        are still what is visible up to ``to_offset`` (a rewind, clear or reset
+        makes it stale). The messages themselves stay in the log. ``counter``
+        and ``tokens`` say how its text was measured; ``model`` and ``usage``
+        what produced it and what that cost (added to the session's usage).
+        """
+
+        from_offset: int
+        to_offset: int
+        text: str
+        spans: list[Span]
+        counter: str
+        tokens: int
+        model: str | None = None
+        usage: dict[str, int] | None = None
+
+        def apply(self, session: Session) -> None:
+            # Snapshots taken before summaries existed do not hold the list.
+            summaries = [*getattr(session, "summaries", [])]
+            summaries.append(
+                {
+                    "offset": self.originator_version,
+                    "from_offset": self.from_offset,
+                    "to_offset": self.to_offset,
+                    "spans": self.spans,
+                    "tokens": self.tokens,
+                }
+            )
+            session.summaries = summaries[-SUMMARY_WINDOW:]
+            if self.usage:
+                for key in ("input_tokens", "output_tokens"):
+                    session.usage[key] = session.usage.get(key, 0) + int(
+                        self.usage.get(key, 0)
+                    )
+
+    class SummaryDropped(Event):
+        """The summary recorded at ``summary_offset`` is no longer used (its
+        event and the messages it covered stay in the log)."""
+
+        summary_offset: int
+
+        def apply(self, session: Session) -> None:
+            session.summaries = [
+                entry
+                for entry in getattr(session, "summaries", [])
+                if entry["offset"] != self.summary_offset
+            ]
+
     class Snapshot(CanSnapshotAggregate[str], metaclass=MetaDomainEvent):
         """The session's state at a version, so activation does not replay all."""
 
@@ -419,6 +477,8 @@ class Session(BaseAggregate[str]):
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, int] = {}
+        # Context summaries: [{offset, from_offset, to_offset, spans, tokens}].
+        self.summaries: list[dict[str, Any]] = []
         # One entry per segment: [start_offset, base_spans, base_count, base_head].
         self.segments: list[list[Any]] = []
         # A fork's past, one entry per segment: [session_id, start, base_spans].
@@ -786,6 +846,73 @@ class Session(BaseAggregate[str]):
         self.trigger_event(
             self.CheckpointDeleted, timestamp=timestamp, checkpoint_id=checkpoint_id
         )
+
+    def record_summary(
+        self,
+        *,
+        timestamp: datetime,
+        from_offset: int,
+        to_offset: int,
+        text: str,
+        counter: str,
+        tokens: int,
+        model: str | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> int:
+        """Record a summary of the visible history from ``from_offset`` to
+        ``to_offset`` (both message offsets, which the runtime reads from the
+        history); returns the summary's offset, which names it."""
+        self.check_writable()
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequestError("a summary needs a non-empty text")
+        if not (
+            isinstance(from_offset, int)
+            and isinstance(to_offset, int)
+            and 0 < from_offset <= to_offset <= self.head
+        ):
+            raise InvalidRequestError(
+                f"a summary covers message offsets within 1..{self.head}, "
+                "from_offset first"
+            )
+        self.trigger_event(
+            self.SummaryRecorded,
+            timestamp=timestamp,
+            from_offset=from_offset,
+            to_offset=to_offset,
+            text=text,
+            spans=truncate_spans(self.spans, to_offset),
+            counter=counter,
+            tokens=int(tokens),
+            model=model,
+            usage=usage or None,
+        )
+        return self.version
+
+    def drop_summary(self, *, timestamp: datetime, summary_offset: int) -> None:
+        """Stop using the summary recorded at ``summary_offset``."""
+        self.check_writable()
+        if not any(
+            entry["offset"] == summary_offset
+            for entry in getattr(self, "summaries", [])
+        ):
+            raise SummaryNotFoundError(
+                f"no summary at offset {summary_offset} in session {self.id}"
+            )
+        self.trigger_event(
+            self.SummaryDropped, timestamp=timestamp, summary_offset=summary_offset
+        )
+
+    def valid_summaries(self) -> list[dict[str, Any]]:
+        """The summaries that still stand for the visible history, oldest first:
+        those whose covered messages are still exactly what is visible up to
+        their ``to_offset`` (a rewind before it, a clear or a fork leave the
+        older ones stale)."""
+        spans = self.spans
+        return [
+            dict(entry)
+            for entry in getattr(self, "summaries", [])
+            if truncate_spans(spans, entry["to_offset"]) == entry["spans"]
+        ]
 
     def renew(self, *, timestamp: datetime, reason: str = "manual") -> None:
         """Move the deadline to ``timestamp`` + timeout (capped at the maximum

@@ -68,7 +68,8 @@ def _summary(event: dict[str, Any]) -> str:
             f" forked from {parent['session_id']}@{parent['offset']}" if parent else ""
         )
         return f"agent {data.get('agent_id')}, user {data.get('user_id')}{origin}"
-    shown = {k: v for k, v in data.items() if k not in ("content",)}
+    # A summary's text is message content too.
+    shown = {k: v for k, v in data.items() if k not in ("content", "text")}
     return orjson.dumps(shown).decode() if shown else ""
 
 

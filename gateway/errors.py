@@ -52,6 +52,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "forbidden": 403,
     "not_found": 404,
     "checkpoint_not_found": 404,
+    "summary_not_found": 404,
     "method_not_allowed": 405,
     "not_acceptable": 406,
     # the state of the session

@@ -340,6 +340,79 @@ SCHEMAS: dict[str, Schema] = {
         {name: nullable(schema) for name, schema in TIMEOUT_FIELDS.items()}, closed=True
     ),
     "Empty": obj({}, closed=True),
+    "Summarize": obj(
+        {
+            "to_offset": nullable(
+                {**OFFSET, "description": "The last message to fold (default: all)."}
+            )
+        },
+        closed=True,
+    ),
+    "SummaryRange": obj(
+        {
+            "offset": {**OFFSET, "description": "The summary's own offset."},
+            "from_offset": OFFSET,
+            "to_offset": OFFSET,
+            "tokens": {"type": "integer"},
+        },
+        ["offset", "from_offset", "to_offset", "tokens"],
+    ),
+    "Summary": obj(
+        {
+            "offset": OFFSET,
+            "from_offset": OFFSET,
+            "to_offset": OFFSET,
+            "text": STRING,
+            "tokens": {"type": "integer"},
+            "counter": STRING,
+            "model": nullable(STRING),
+            "usage": nullable(USAGE),
+            "created_at": TIME,
+        },
+        ["offset", "from_offset", "to_offset", "text", "tokens", "counter"],
+        description="A context summary standing for the visible messages "
+        "from_offset..to_offset (they stay in the log).",
+    ),
+    "ContextWindow": obj(
+        {
+            "agent_id": STRING,
+            "strategy": {"enum": ["recent", "smart", "summarize"]},
+            "counter": STRING,
+            "max_tokens": {"type": "integer"},
+            "reserve_output_tokens": {"type": "integer"},
+            "budget": {
+                "type": "integer",
+                "description": "Tokens the history may take (after the reserve "
+                "for the reply and the system prompt).",
+            },
+            "tokens": {"type": "integer"},
+            "messages": {
+                "type": "array",
+                "items": ref("Message"),
+                "description": "What the agent is handed, oldest first; a summary "
+                "is a system message with metadata.summary {from_offset, to_offset}.",
+            },
+            "dropped": {
+                "type": "integer",
+                "description": "Visible messages neither shown nor summarized.",
+            },
+            "summary": nullable(ref("SummaryRange")),
+            "summaries": {"type": "array", "items": ref("SummaryRange")},
+        },
+        [
+            "agent_id",
+            "strategy",
+            "counter",
+            "max_tokens",
+            "reserve_output_tokens",
+            "budget",
+            "tokens",
+            "messages",
+            "dropped",
+            "summary",
+            "summaries",
+        ],
+    ),
     "WebhookSet": obj(
         {
             "url": nullable({"type": "string", "format": "uri"}),
@@ -421,6 +494,7 @@ SCHEMAS: dict[str, Schema] = {
 PARAMETERS: dict[str, Schema] = {
     "id": {"name": "id", "in": "path", "required": True, "schema": STRING},
     "cid": {"name": "cid", "in": "path", "required": True, "schema": STRING},
+    "offset": {"name": "offset", "in": "path", "required": True, "schema": OFFSET},
     "IfMatch": {
         "name": "If-Match",
         "in": "header",
@@ -779,6 +853,36 @@ def paths() -> dict[str, Schema]:
                 "and an idle reset after idle_minutes.",
                 {"200": SESSION_OK},
                 body="ResetPolicyChange",
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/context": {
+            "parameters": sid,
+            "get": operation(
+                "getContext",
+                "What the session's agent would be handed now (its context "
+                "window), and the summaries in use.",
+                {"200": ok("ContextWindow")},
+            ),
+        },
+        "/v1/sessions/{id}/context/summaries": {
+            "parameters": sid,
+            "post": operation(
+                "summarize",
+                "Fold the visible history (up to to_offset) into a recorded "
+                "summary; the messages stay in the log.",
+                {"201": ok("Summary", "Created")},
+                body="Summarize",
+                body_required=False,
+                write=True,
+            ),
+        },
+        "/v1/sessions/{id}/context/summaries/{offset}": {
+            "parameters": [param("id"), param("offset")],
+            "delete": operation(
+                "dropSummary",
+                "Stop using a summary (its messages come back to the window).",
+                {"204": {"description": "Dropped."}},
                 write=True,
             ),
         },

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from gateway import branches, hooks, messages, ops, sessions, ws
+from gateway import branches, hooks, messages, ops, sessions, windows, ws
 
 SESSION = "/v1/sessions/{id}"
 
@@ -44,6 +44,13 @@ ROUTES: list[BaseRoute] = [
     Route(SESSION + "/webhook", hooks.set_webhook, methods=["PUT"]),
     Route(SESSION + "/webhook/deliveries", hooks.webhook_deliveries, methods=["GET"]),
     Route(SESSION + "/reset-policy", hooks.set_reset_policy, methods=["PATCH"]),
+    Route(SESSION + "/context", windows.context, methods=["GET"]),
+    Route(SESSION + "/context/summaries", windows.summarize, methods=["POST"]),
+    Route(
+        SESSION + "/context/summaries/{offset}",
+        windows.drop_summary,
+        methods=["DELETE"],
+    ),
     WebSocketRoute(SESSION + "/ws", ws.session_socket),
     Route("/v1/health", ops.health, methods=["GET"]),
     Route("/metrics", ops.metrics, methods=["GET"]),

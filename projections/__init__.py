@@ -8,6 +8,7 @@ from projections.documents import (
     format_time,
     message_document,
     session_document,
+    summary_message,
 )
 from projections.views import APPLICATION_NAME, SQLiteSessionViews, index_row
 
@@ -21,4 +22,5 @@ __all__ = [
     "index_row",
     "message_document",
     "session_document",
+    "summary_message",
 ]

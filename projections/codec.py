@@ -37,6 +37,8 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.reset_policy": Session.ResetPolicyChanged,
     "s.webhook": Session.WebhookSet,
     "s.scope": Session.ScopeChanged,
+    "s.summary": Session.SummaryRecorded,
+    "s.summary_drop": Session.SummaryDropped,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}

@@ -102,6 +102,37 @@ def message_document(
     }
 
 
+def summary_message(
+    session_id: str,
+    offset: int,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """A context summary as the ``Message`` an agent is handed: ``role: system``
+    with ``metadata.summary = {"from_offset", "to_offset"}``, from a stored
+    ``SummaryRecorded`` state (or its event document's ``data``). ``offset`` is
+    the summary's own offset in the log, which names it."""
+    timestamp = state.get("timestamp") or state.get("at")
+    return {
+        "id": f"summary-{offset}",
+        "session_id": session_id,
+        "offset": offset,
+        "role": "system",
+        "author_id": None,
+        "content": state["text"],
+        "attachments": [],
+        "metadata": {
+            "summary": {
+                "from_offset": state["from_offset"],
+                "to_offset": state["to_offset"],
+            }
+        },
+        "usage": None,
+        "created_at": stored_time(timestamp)
+        if isinstance(timestamp, str)
+        else format_time(timestamp),
+    }
+
+
 def _snake(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 

@@ -24,6 +24,7 @@ from runtime.errors import (
     SessionExpiredError,
     SessionNotFoundError,
     StorageUnavailableError,
+    SummaryNotFoundError,
     TurnTimeoutError,
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
@@ -63,6 +64,7 @@ __all__ = [
     "SessionNotFoundError",
     "Settings",
     "StorageUnavailableError",
+    "SummaryNotFoundError",
     "SystemClock",
     "TailInterrupted",
     "TextDelta",

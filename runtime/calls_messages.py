@@ -28,7 +28,6 @@ from runtime.agents import (
 )
 from runtime.commands import CommandResult, is_command
 from runtime.core import (
-    AGENT_HISTORY_LIMIT,
     HISTORY_MAX_LIMIT,
     AnyList,
     DocumentList,
@@ -291,11 +290,7 @@ class MessageCalls(RuntimeCore):
             if command is not None:
                 outputs: Iterator[AgentOutput] = command_outputs(command)
             else:
-                spans = self._row(session_id, principal)["spans"]
-                history, _ = self.views.history(
-                    spans, limit=AGENT_HISTORY_LIMIT, descending=True
-                )
-                history.reverse()
+                history = self.api._turn_history(session_id, principal)
                 outputs = iter(agent.run(history))
             final: FinalMessage | None = None
             yield {

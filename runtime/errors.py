@@ -32,6 +32,7 @@ from aggregates.errors import (
     RenewalRefusedError,
     SessionEndedError,
     SessionExpiredError,
+    SummaryNotFoundError,
 )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "SessionExpiredError",
     "SessionNotFoundError",
     "StorageUnavailableError",
+    "SummaryNotFoundError",
     "TurnTimeoutError",
 ]
 

@@ -80,6 +80,68 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+CONTEXT_STRATEGIES = ("recent", "smart", "summarize")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """An agent's context window (``context = {...}`` in ``[agents.<id>]``).
+
+    The agent sees at most ``max_tokens - reserve_output_tokens`` tokens of
+    history (its system prompt counted), measured by the token ``counter``
+    (``heuristic``, ``words``, a name given to ``Runtime.register_token_counter``
+    or a ``module:attribute`` import path), chosen by ``strategy`` (see
+    :mod:`runtime.window`). ``summary_tokens`` is the room the ``summarize``
+    strategy keeps for its summary; at most the ``max_messages`` most recent
+    messages are considered.
+    """
+
+    strategy: str = "recent"
+    max_tokens: int = 8192
+    reserve_output_tokens: int = 1024
+    counter: str = "heuristic"
+    summary_tokens: int = 512
+    max_messages: int = 1000
+
+    @property
+    def budget(self) -> int:
+        """The tokens the history may take (before the system prompt)."""
+        return self.max_tokens - self.reserve_output_tokens
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any]) -> ContextConfig:
+        """Build from the ``context`` table; a bad value is a ``ValueError``."""
+        if not isinstance(table, Mapping):
+            msg = "context must be a table"
+            raise ValueError(msg)
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(table) - names)
+        if unknown:
+            msg = f"unknown context keys: {', '.join(unknown)}"
+            raise ValueError(msg)
+        config = cls(**dict(table))
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse values that cannot work (``ValueError``)."""
+        if self.strategy not in CONTEXT_STRATEGIES:
+            msg = f"context strategy must be one of {', '.join(CONTEXT_STRATEGIES)}"
+            raise ValueError(msg)
+        for name in ("max_tokens", "summary_tokens", "max_messages"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                msg = f"context {name} must be a positive integer"
+                raise ValueError(msg)
+        reserve = self.reserve_output_tokens
+        if not isinstance(reserve, int) or not 0 <= reserve < self.max_tokens:
+            msg = "context reserve_output_tokens must be within 0..max_tokens - 1"
+            raise ValueError(msg)
+        if not isinstance(self.counter, str) or not self.counter:
+            msg = "context counter must be a name"
+            raise ValueError(msg)
+
+
 @dataclass(frozen=True)
 class AgentConfig:
     """One configured agent, checked when it is made (``ConfigError`` names the
@@ -114,6 +176,8 @@ class AgentConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Keys of the agent's table this version does not know (tolerated)."""
     api_key: str | None = field(default=None, repr=False, compare=False)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """The agent's context window (see :class:`ContextConfig`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not 1 <= len(self.id) <= 128:
@@ -220,8 +284,15 @@ class AgentConfig:
             "max_attempts",
             "backoff_seconds",
             "backoff_cap_seconds",
+            "context",
         }
         values = {k: v for k, v in table.items() if k in fields}
+        if "context" in values:
+            try:
+                values["context"] = ContextConfig.from_table(values["context"])
+            except ValueError as error:
+                msg = f"agent {agent_id!r}: {error}"
+                raise ConfigError(msg) from None
         if isinstance(values.get("tools"), list):
             values["tools"] = tuple(values["tools"])
         return cls(

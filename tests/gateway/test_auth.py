@@ -121,7 +121,11 @@ def test_every_route_answers_404_to_another_principal_and_changes_nothing(
         path = getattr(route, "path", "")
         if "{id}" not in path:
             continue
-        concrete = path.replace("{id}", sid).replace("{cid}", checkpoint["id"])
+        concrete = (
+            path.replace("{id}", sid)
+            .replace("{cid}", checkpoint["id"])
+            .replace("{offset}", "1")
+        )
         if isinstance(route, WebSocketRoute):
             status, body = ws_refusal(auth_server, sid, BOB_KEY)
             assert status == 404
@@ -149,7 +153,9 @@ def test_every_route_answers_404_to_another_principal_and_changes_nothing(
                 # their own error bodies), and never a success.
                 unknown = bob.request(
                     method,
-                    path.replace("{id}", MISSING).replace("{cid}", checkpoint["id"]),
+                    path.replace("{id}", MISSING)
+                    .replace("{cid}", checkpoint["id"])
+                    .replace("{offset}", "1"),
                     json=SAMPLE_BODIES.get(template),
                     params=variant.get("params"),
                     headers={**headers, "Idempotency-Key": uuid.uuid4().hex},

@@ -75,7 +75,8 @@ def test_an_openai_agent_is_read_from_the_config_file(tmp_path: Path) -> None:
     assert config.read_timeout_seconds == 30
     assert config.max_attempts == 5
     assert config.connect_timeout_seconds == 10.0  # a default
-    assert config.extra == {"context": {"strategy": "recent"}}  # tolerated
+    assert config.context.strategy == "recent"
+    assert config.extra == {}
     assert "echo" in settings.agents  # always there
 
 

@@ -271,11 +271,14 @@ def test_racing_renames_to_one_name_leave_one_winner_and_every_session(
 
 
 def prepared_session(runtime: Runtime, name: str = "private") -> tuple[str, str]:
-    """Alice's session with two messages and a checkpoint."""
+    """Alice's session with two messages, a checkpoint and a context summary
+    (at offset 5)."""
     session_id = runtime.create(principal=ALICE, name=name)["id"]
     runtime.append(session_id, "secret one", principal=ALICE)
     checkpoint = runtime.checkpoint_save(session_id, "cp", principal=ALICE)
     runtime.append(session_id, "secret two", principal=ALICE)
+    summary = runtime.summarize(session_id, principal=ALICE, to_offset=2)
+    assert summary["offset"] == 5
     return session_id, checkpoint["id"]
 
 
@@ -301,6 +304,8 @@ def session_calls(
         ),
         "checkpoints": lambda r, p: r.checkpoints(session_id, principal=p),
         "clear": lambda r, p: r.clear(session_id, principal=p),
+        "context": lambda r, p: r.context(session_id, principal=p),
+        "drop_summary": lambda r, p: r.drop_summary(session_id, 5, principal=p),
         "delete": lambda r, p: r.delete(session_id, principal=p),
         "events": lambda r, p: r.events(session_id, principal=p),
         "export": lambda r, p: r.export(session_id, principal=p),
@@ -324,6 +329,7 @@ def session_calls(
         "set_webhook": lambda r, p: r.set_webhook(session_id, None, principal=p),
         "state_at": lambda r, p: r.state_at(session_id, 2, principal=p),
         "stream": lambda r, p: list(r.stream(session_id, "x", principal=p)),
+        "summarize": lambda r, p: r.summarize(session_id, principal=p),
         "submit": lambda r, p: r.submit(session_id, "x", principal=p),
         "tail": tail,
         "update": lambda r, p: r.update(

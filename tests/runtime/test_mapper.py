@@ -84,6 +84,17 @@ def every_event() -> tuple[Session, Session, list[Any]]:
         headers={"X-Key": "k"},
         events=None,
     )
+    summary = session.record_summary(
+        timestamp=at(15),
+        from_offset=7,
+        to_offset=8,
+        text="a summary ☃",
+        counter="heuristic",
+        tokens=4,
+        model="m",
+        usage={"input_tokens": 3, "output_tokens": 1},
+    )
+    session.drop_summary(timestamp=at(15), summary_offset=summary)
     session.rescope(timestamp=at(15), scope_key="local/agent:echo:dm:main")
     fork = session.fork(
         session_id="f1", timestamp=at(16), offset=8, head=8, message_count=2
