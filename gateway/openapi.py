@@ -151,6 +151,7 @@ SCHEMAS: dict[str, Schema] = {
             "content": STRING,
             "attachments": {"type": "array"},
             "metadata": ANY_OBJECT,
+            "reply_to": nullable(OFFSET),
             "usage": nullable(USAGE),
             "created_at": TIME,
         },

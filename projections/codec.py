@@ -37,10 +37,12 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.reset_policy": Session.ResetPolicyChanged,
     "s.webhook": Session.WebhookSet,
     "s.scope": Session.ScopeChanged,
+    "s.turn_end": Session.TurnEnded,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}
 MESSAGE_TOPIC = ALIAS_OF[Session.MessageAppended]
+TURN_ENDED_TOPIC = ALIAS_OF[Session.TurnEnded]
 AGGREGATE_TOPICS: dict[str, type[Any]] = {"s": Session}
 AGGREGATE_ALIAS: dict[str, str] = {
     f"{cls.__module__}:{cls.__qualname__}": alias

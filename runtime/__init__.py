@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from runtime.agents import Agent, EchoAgent, FinalMessage, TextDelta, ToolCallDelta
+from runtime.agents import (
+    Agent,
+    EchoAgent,
+    FinalMessage,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+)
 from runtime.clock import Clock, FakeClock, ScaledClock, SystemClock
 from runtime.errors import (
     ActorUnavailableError,
@@ -16,15 +24,20 @@ from runtime.errors import (
     OffsetOutOfRangeError,
     RenewalRefusedError,
     RuntimeFault,
+    SessionBusyError,
     SessionEndedError,
     SessionExistsError,
     SessionExpiredError,
     SessionNotFoundError,
     StorageUnavailableError,
+    TurnCancelledError,
+    TurnFailedError,
     TurnTimeoutError,
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
 from runtime.settings import AgentConfig, Settings
+from runtime.tools import ToolContext, ToolError
+from runtime.turn_control import CancelToken
 
 __all__ = [
     "LOCAL_PRINCIPAL",
@@ -33,6 +46,7 @@ __all__ = [
     "AgentConfig",
     "AgentNotFoundError",
     "AsyncRuntime",
+    "CancelToken",
     "CheckpointNotFoundError",
     "Clock",
     "ConcurrencyConflictError",
@@ -49,6 +63,7 @@ __all__ = [
     "Runtime",
     "RuntimeFault",
     "ScaledClock",
+    "SessionBusyError",
     "SessionEndedError",
     "SessionExistsError",
     "SessionExpiredError",
@@ -57,6 +72,12 @@ __all__ = [
     "StorageUnavailableError",
     "SystemClock",
     "TextDelta",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolContext",
+    "ToolError",
+    "ToolSpec",
+    "TurnCancelledError",
+    "TurnFailedError",
     "TurnTimeoutError",
 ]

@@ -11,7 +11,11 @@
     ├── AgentNotFoundError          agent_not_found
     ├── StorageUnavailableError     storage_unavailable
     ├── ActorUnavailableError       unavailable
-    └── TurnTimeoutError            timeout
+    ├── SessionBusyError            busy            (concurrency reject)
+    ├── TurnTimeoutError            timeout
+    ├── TurnCancelledError          cancelled
+    └── TurnFailedError             agent_error, provider_error, ... (the agent's
+                                    failure, recorded as a failed turn)
 """
 
 from __future__ import annotations
@@ -39,11 +43,14 @@ __all__ = [
     "OffsetOutOfRangeError",
     "RenewalRefusedError",
     "RuntimeFault",
+    "SessionBusyError",
     "SessionEndedError",
     "SessionExistsError",
     "SessionExpiredError",
     "SessionNotFoundError",
     "StorageUnavailableError",
+    "TurnCancelledError",
+    "TurnFailedError",
     "TurnTimeoutError",
 ]
 
@@ -108,3 +115,27 @@ class TurnTimeoutError(RuntimeFault):
     """The agent's turn did not finish within the caller's timeout."""
 
     code = "timeout"
+
+
+class SessionBusyError(RuntimeFault):
+    """A turn runs on the session and its policy (``reject``) refuses another;
+    nothing was recorded."""
+
+    code = "busy"
+
+
+class TurnCancelledError(RuntimeFault):
+    """The turn was cancelled (by its caller) before it finished."""
+
+    code = "cancelled"
+
+
+class TurnFailedError(RuntimeFault):
+    """The agent (or its model provider) failed; the turn was recorded as
+    failed with this ``code`` and the user message kept."""
+
+    code = "agent_error"
+
+    def __init__(self, detail: str, code: str = "agent_error") -> None:
+        super().__init__(detail)
+        self.code = code

@@ -134,6 +134,11 @@ class Settings:
     webhook_backoff_seconds: float = 1.0
     webhook_backoff_cap_seconds: float = 600.0
     webhook_timeout_seconds: float = 10.0
+    on_disconnect: str = "continue"
+    """What a streamed turn does when its caller goes away: ``continue`` (run
+    to its end, the reply lands in the log) or ``cancel``."""
+    work_root: str | None = None
+    """When set, the file tools refuse a session ``work_dir`` outside it."""
     # Empty: no authentication, one local principal. Only digests are kept.
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
@@ -166,6 +171,8 @@ class Settings:
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
+            ("on_disconnect", "SESSIOND_ON_DISCONNECT", str),
+            ("work_root", "SESSIOND_WORK_ROOT", str),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
             (
                 "retention_keep_checkpoints",
@@ -226,7 +233,15 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             for hook in webhooks
         )
     server = document.get("server", {})
-    for key in ("db", "host", "port", "log_level", "max_live_actors"):
+    for key in (
+        "db",
+        "host",
+        "port",
+        "log_level",
+        "max_live_actors",
+        "on_disconnect",
+        "work_root",
+    ):
         if key in server:
             values[key] = server[key]
     return values
