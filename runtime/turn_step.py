@@ -148,7 +148,8 @@ def run_step(
     if token.reason is not None:
         raise StepStopped(token.reason, "")
     try:
-        outputs = iter(agent.run(history, specs))
+        # Agents written before tools existed take the history alone.
+        outputs = iter(agent.run(history, specs) if specs else agent.run(history))
     except Exception as error:
         raise StepFailed(error_code(error), type(error).__name__) from error
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
