@@ -295,6 +295,12 @@ class TurnCalls(TurnLoop):
             raise outcome["error"]
         return dict(outcome["message"])
 
+    def turn_figures(self) -> dict[str, list[dict[str, Any]]]:
+        """Counters since start-up for the metrics endpoint: ``tokens`` (by
+        agent and direction), ``turns`` (by agent and status), ``tool_calls``
+        (by tool and status)."""
+        return self.turn_metrics.snapshot()
+
     def resume_turns(self) -> list[dict[str, Any]]:
         """Carry on every turn a crash left open (see the module docstring);
         waits for them to end. Returns ``{session_id, turn_offset, status}`` per

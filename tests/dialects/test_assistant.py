@@ -523,7 +523,7 @@ class SlowAgent:
         ] = []  # the message each run that got to its end answered
 
     def run(
-        self, history: Sequence[Mapping[str, Any]]
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
     ) -> Iterator[TextDelta | FinalMessage]:
         completed = False
         try:
