@@ -132,6 +132,20 @@ class SessionTurns:
         with self._condition:
             return self._running is not None or bool(self._waiting)
 
+    @property
+    def waiting(self) -> int:
+        """How many turns wait for their place."""
+        with self._condition:
+            return len(self._waiting)
+
+    def wait_until(
+        self, predicate: Callable[[SessionTurns], bool], timeout: float
+    ) -> bool:
+        """Block until ``predicate(self)`` holds (checked whenever the queue
+        changes), at most ``timeout`` seconds; returns whether it held."""
+        with self._condition:
+            return self._condition.wait_for(lambda: predicate(self), timeout)
+
     def enter(self, policy: str, token: CancelToken, deadline: float | None) -> Ticket:
         """Wait for this turn's place (``deadline``: ``time.monotonic()`` at
         which to give up with ``TurnTimeoutError``). Raises
@@ -157,6 +171,7 @@ class SessionTurns:
                 for other in ahead:
                     other.token.cancel(INTERRUPTED)
             self._waiting.append(ticket)
+            self._condition.notify_all()
             token.add_waker(wake)
             try:
                 while self._running is not None or self._waiting[0] is not ticket:

@@ -154,7 +154,10 @@ class TurnCalls(TurnLoop):
             token=token,
         )
         try:
-            yield from turn
+            # Not ``yield from``: closing this generator must not close the turn,
+            # which runs on (or records its cancellation) on its own.
+            for event in turn:  # noqa: UP028
+                yield event
         except GeneratorExit:
             if policy == "cancel":
                 token.cancel(DISCONNECTED)
@@ -301,10 +304,22 @@ class TurnCalls(TurnLoop):
         (by tool and status)."""
         return self.turn_metrics.snapshot()
 
-    def resume_turns(self) -> list[dict[str, Any]]:
+    def resume_turns(self, *, background: bool = False) -> list[dict[str, Any]]:
         """Carry on every turn a crash left open (see the module docstring);
-        waits for them to end. Returns ``{session_id, turn_offset, status}`` per
-        turn (``status`` as recorded, or ``error`` with its code)."""
+        waits for them to end, or with ``background`` returns at once (``[]``).
+        Returns ``{session_id, turn_offset, status}`` per turn (``status`` as
+        recorded, or ``error`` with its code)."""
+        if background:
+
+            def run() -> None:
+                try:
+                    self.resume_turns()
+                finally:
+                    with self._background_guard:
+                        self._background.discard(threading.current_thread())
+
+            self._start_background(run, "resume-turns")
+            return []
         resumed: list[dict[str, Any]] = []
         for session_id, turn_offset in self.views.open_turns():
             resumed.append(self._resume_one(session_id, turn_offset))
