@@ -18,7 +18,7 @@ from typing import Any
 
 from runtime.tools.registry import ToolContext, ToolError, ToolRegistry
 
-READ_MAX_BYTES = 256 * 1024
+READ_MAX_BYTES = 128 * 1024
 READ_DEFAULT_BYTES = 64 * 1024
 LIST_MAX_ENTRIES = 1000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -105,11 +105,12 @@ def read_file(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]
     limit = int(arguments.get("max_bytes", READ_DEFAULT_BYTES))
     offset = int(arguments.get("offset", 0))
     fd = open_confined(root, parts, directory=False)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        msg = "path is not a regular file"
+        raise ToolError(msg)
     with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            msg = "path is not a regular file"
-            raise ToolError(msg)
         file.seek(offset)
         data = file.read(limit + 1)
     return {

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RESULT_MAX_CHARS = 64 * 1024
+RESULT_MAX_CHARS = 256 * 1024
 """Longer results are cut (and say so): a tool must not flood the history."""
 NAME_PATTERN_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
