@@ -43,7 +43,9 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
 
 def agent_session(runtime: Runtime, agent: ScriptedAgent, **create: Any) -> str:
     runtime.agents.register(
-        "scripted", agent, AgentConfig(id="scripted", provider="python", tools=("double",))
+        "scripted",
+        agent,
+        AgentConfig(id="scripted", provider="python", tools=("double",)),
     )
     return str(runtime.create("scripted", **create)["id"])
 
@@ -72,7 +74,9 @@ def test_the_stream_shows_tool_use_blocks_and_tool_results(
     client, runtime = app
     sid = agent_session(
         runtime,
-        ScriptedAgent([calls(("c1", "double", '{"n": 21}'))], [TextDelta("42"), final("42")]),
+        ScriptedAgent(
+            [calls(("c1", "double", '{"n": 21}'))], [TextDelta("42"), final("42")]
+        ),
     )
     events = sse(client, sid, {"content": "double 21"})
     names = [n for n, _ in events]
@@ -131,7 +135,8 @@ def test_reject_answers_409_busy_and_appends_nothing(
     runtime.submit(sid, "first")
     assert gate.reached.wait(WAIT)
     response = client.post(
-        f"/v1/sessions/{sid}/messages", json={"content": "second", "concurrency": "reject"}
+        f"/v1/sessions/{sid}/messages",
+        json={"content": "second", "concurrency": "reject"},
     )
     assert response.status_code == 409
     assert response.json()["code"] == "busy"
@@ -158,3 +163,34 @@ def test_metrics_count_tokens_by_agent_and_direction(
         "input_tokens": 7,
         "output_tokens": 3,
     }
+
+
+def test_a_closed_websocket_cancels_its_turns_under_the_cancel_policy(
+    tmp_path: Path,
+) -> None:
+    runtime = Runtime(
+        Settings(
+            db=str(tmp_path / "w.db"), supervisor_interval=0, on_disconnect="cancel"
+        )
+    )
+    gate = Gate()
+    agent = ScriptedAgent([TextDelta("typing "), gate, final("never")])
+    try:
+        sid = agent_session(runtime, agent)
+        with TestClient(create_app(runtime=runtime)) as client:
+            with client.websocket_connect(f"/v1/sessions/{sid}/ws") as ws:
+                ws.send_text('{"type": "message", "content": "hello"}')
+                while ws.receive_json()["type"] != "accepted":
+                    pass
+                assert gate.reached.wait(WAIT)
+            queue = runtime.turn_queues.of(sid)
+            assert queue.wait_until(lambda q: not q.busy, WAIT)
+        ended = [e for e in runtime.events(sid)["events"] if e["type"] == "turn_ended"]
+        assert [(e["data"]["status"], e["data"]["error_code"]) for e in ended] == [
+            ("cancelled", "disconnected")
+        ]
+        gate.release.set()
+        assert agent.closed.wait(WAIT)
+    finally:
+        gate.release.set()
+        runtime.close()
