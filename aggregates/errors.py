@@ -10,7 +10,8 @@
     ├── CheckpointNotFoundError    checkpoint_not_found
     ├── SummaryNotFoundError       summary_not_found
     ├── OffsetOutOfRangeError      offset_out_of_range
-    └── RenewalRefusedError        renewal_refused
+    ├── RenewalRefusedError        renewal_refused
+    └── TurnOpenError              turn_open        (carries turn_offset)
 """
 
 from __future__ import annotations
@@ -84,3 +85,14 @@ class RenewalRefusedError(DomainError):
     """The session reached its maximum duration and cannot be renewed."""
 
     code = "renewal_refused"
+
+
+class TurnOpenError(DomainError):
+    """A message would open an agent turn while the previous one never ended
+    (a crash cut it short): the runtime closes that one first."""
+
+    code = "turn_open"
+
+    def __init__(self, turn_offset: int) -> None:
+        super().__init__(f"the turn opened at offset {turn_offset} has not ended")
+        self.turn_offset = turn_offset

@@ -42,6 +42,7 @@ from aggregates.errors import (
     SessionEndedError,
     SessionExpiredError,
     SummaryNotFoundError,
+    TurnOpenError,
 )
 from aggregates.lifecycle import Due, next_deadline, validate_reset_policy
 from aggregates.values import (
@@ -50,6 +51,7 @@ from aggregates.values import (
     Status,
     TimeoutLimits,
     TimeoutPolicy,
+    TurnStatus,
     deadline,
     deep_merge,
     max_end,
@@ -170,9 +172,15 @@ class Session(BaseAggregate[str]):
         reply_to: int | None = None
         position: int = 0
         expires_at: datetime | None = None
+        # The message opens an agent turn (recorded before the agent runs); the
+        # turn stays open until ``TurnEnded`` (a durable marker for recovery).
+        # Added after release with a default: rows without it read the same.
+        opens_turn: bool | None = None
 
         def apply(self, session: Session) -> None:
             offset = self.originator_version
+            if self.opens_turn:
+                session.open_turn = offset
             session.message_count = self.position
             session.head = offset
             session.last_message_id = self.message_id
@@ -192,6 +200,30 @@ class Session(BaseAggregate[str]):
                 keys[self.idempotency_key] = offset
                 while len(keys) > IDEMPOTENCY_WINDOW:
                     del keys[next(iter(keys))]
+
+    class TurnEnded(Event):
+        """The agent turn opened by the message at ``turn_offset`` ended.
+
+        Carries no content: ``status`` (see ``TurnStatus``), the model's
+        ``stop_reason`` when it gave one, a stable ``error_code`` when it did not
+        complete, the turn's summed ``usage``, its ``steps`` and tool calls, and
+        the offset of its reply (the final answer, or the partial answer an
+        interrupted step left) when there is one.
+        """
+
+        turn_offset: int
+        status: str
+        stop_reason: str | None = None
+        error_code: str | None = None
+        usage: dict[str, int] | None = None
+        steps: int = 0
+        tool_calls: int = 0
+        reply_offset: int | None = None
+
+        def apply(self, session: Session) -> None:
+            if getattr(session, "open_turn", None) == self.turn_offset:
+                session.open_turn = None
+            session.updated_at = self.timestamp
 
     class HistoryCleared(Event):
         """The visible history was emptied; the messages stay in the log."""
@@ -475,6 +507,8 @@ class Session(BaseAggregate[str]):
         # When the reset policy took effect: the daily reset counts from here.
         self.reset_policy_at: datetime = self.created_on
         self.usage: dict[str, int] = {"input_tokens": 0, "output_tokens": 0}
+        # The offset of the message whose agent turn has not ended yet, if any.
+        self.open_turn: int | None = None
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.idempotency: dict[str, int] = {}
         # Context summaries: [{offset, from_offset, to_offset, spans, tokens}].
@@ -677,8 +711,11 @@ class Session(BaseAggregate[str]):
         idempotency_key: str | None = None,
         reply_to: int | None = None,
         expected_offset: int | None = None,
+        opens_turn: bool = False,
     ) -> int:
-        """Append a message; returns its offset."""
+        """Append a message; returns its offset. ``opens_turn`` marks it as the
+        message an agent turn answers (the turn is open until :meth:`end_turn`);
+        a session holds at most one open turn."""
         self.check_writable(expected_offset)
         try:
             role = Role(role).value
@@ -688,6 +725,9 @@ class Session(BaseAggregate[str]):
             ) from None
         if not isinstance(content, str):
             raise InvalidRequestError("content must be a string")
+        pending = self.pending_turn()
+        if opens_turn and pending is not None:
+            raise TurnOpenError(pending)
         self.trigger_event(
             self.MessageAppended,
             timestamp=timestamp,
@@ -702,8 +742,52 @@ class Session(BaseAggregate[str]):
             reply_to=reply_to,
             position=self.message_count + 1,
             expires_at=self._renewed_deadline(timestamp),
+            opens_turn=True if opens_turn else None,
         )
         return self.version
+
+    def pending_turn(self) -> int | None:
+        """The offset of the message whose turn has not ended (a crash or a
+        failed write left it open), if any."""
+        # Snapshots taken before the field existed do not hold it.
+        return getattr(self, "open_turn", None)
+
+    def end_turn(
+        self,
+        *,
+        timestamp: datetime,
+        turn_offset: int,
+        status: str,
+        stop_reason: str | None = None,
+        error_code: str | None = None,
+        usage: dict[str, int] | None = None,
+        steps: int = 0,
+        tool_calls: int = 0,
+        reply_offset: int | None = None,
+    ) -> bool:
+        """Record how the turn opened at ``turn_offset`` ended. Returns whether
+        it was recorded: a session no longer active keeps its log as it is."""
+        if self.status != Status.ACTIVE.value:
+            return False
+        try:
+            status = TurnStatus(status).value
+        except ValueError:
+            raise InvalidRequestError(f"unknown turn status {status!r}") from None
+        if self.pending_turn() != turn_offset:
+            raise InvalidRequestError(f"no turn is open at offset {turn_offset}")
+        self.trigger_event(
+            self.TurnEnded,
+            timestamp=timestamp,
+            turn_offset=turn_offset,
+            status=status,
+            stop_reason=stop_reason,
+            error_code=error_code,
+            usage=usage or None,
+            steps=steps,
+            tool_calls=tool_calls,
+            reply_offset=reply_offset,
+        )
+        return True
 
     def _renewed_deadline(self, timestamp: datetime) -> datetime | None:
         # Auto-renewal on activity, refused (silently) at the maximum duration.

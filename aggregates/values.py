@@ -44,6 +44,20 @@ class Concurrency(StrEnum):
     INTERRUPT = "interrupt"
 
 
+class TurnStatus(StrEnum):
+    """How an agent turn ended."""
+
+    COMPLETED = "completed"
+    """The agent gave its final answer (or the turn reached ``max_steps``)."""
+    FAILED = "failed"
+    """The agent or its model provider failed; ``error_code`` says how."""
+    INTERRUPTED = "interrupted"
+    """A newer message interrupted it (``interrupt`` policy), or a restart did
+    and it could not be resumed."""
+    CANCELLED = "cancelled"
+    """Its caller's timeout passed, or its caller went away (``cancel``)."""
+
+
 class Scope(StrEnum):
     """How get-or-create derives a session's key from who is talking."""
 

@@ -5,6 +5,7 @@ from the environment). The lifespan builds the runtime when none is given and
 closes it on shutdown, after the server has let in-flight requests finish: open
 streams end, background turns finish, actors stop, the store closes. Everything
 acknowledged was fsynced before it was acknowledged, so nothing of it is lost.
+At start-up it resumes the agent turns a crash left open (``resume_turns``).
 
 Middleware, outermost first: metrics (every request, by route template), the
 catch-all 500, authentication, the body limit; then Starlette's exception
@@ -71,6 +72,8 @@ def create_app(
             loop=asyncio.get_running_loop(),
         )
         app.state.gateway = gateway
+        # Turns a crash left open carry on (their in-doubt calls are recorded).
+        active.resume_turns(background=True)
         logger.info(
             "sessiond gateway started",
             extra={"auth": authenticator.enabled, "db_backend": _backend(settings.db)},

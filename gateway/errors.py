@@ -60,6 +60,8 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "name_taken": 409,
     "session_ended": 409,
     "busy": 409,
+    # the turn was cancelled before it started (its caller went away)
+    "cancelled": 409,
     "session_expired": 410,
     "payload_too_large": 413,
     "metadata_too_large": 413,
@@ -70,9 +72,12 @@ STATUS_BY_CODE: Mapping[str, int] = {
     # the server
     "internal_error": 500,
     "not_implemented": 501,
-    # the agent's model server (a gateway in front of it, in HTTP's terms)
+    # the agent or its model server failed (a gateway in front of it, in HTTP's
+    # terms); inside a turn, the turn is recorded as failed
+    "agent_error": 502,
     "provider_error": 502,
     "provider_rate_limited": 503,
+    "provider_unavailable": 503,
     "provider_timeout": 504,
     "storage_unavailable": 503,
     "unavailable": 503,

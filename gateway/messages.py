@@ -19,7 +19,11 @@ MESSAGE_FIELDS = {
     "attachments": "array?",
     "metadata": "object?",
     "timeout": "number?",
+    "concurrency": "string?",
+    "on_disconnect": "string?",
 }
+CONCURRENCY = ("enqueue", "reject", "interrupt")
+ON_DISCONNECT = ("cancel", "continue")
 HISTORY_QUERY = {
     "limit": "integer",
     "before": "integer",
@@ -32,8 +36,11 @@ EXPORT_MEDIA_TYPES = {"markdown": "text/markdown", "text": "text/plain"}
 async def send_message(request: Request) -> Response:
     """``POST /v1/sessions/{id}/messages``.
 
-    JSON: waits for the reply. ``Accept: text/event-stream``: streams the turn.
-    ``?wait=false``: 202 with the recorded user message as soon as it is durable.
+    JSON: waits for the reply (a caller that goes away does not stop the turn).
+    ``Accept: text/event-stream``: streams the turn; ``on_disconnect`` says what
+    a dropped stream does to it (default: the server's setting). ``?wait=false``:
+    202 with the recorded user message as soon as it is durable. ``concurrency``
+    overrides the session's policy for this message.
     ``Idempotency-Key`` goes to the runtime, which deduplicates durably.
     """
     gateway, aruntime, principal = caller(request)
@@ -48,6 +55,12 @@ async def send_message(request: Request) -> Response:
         raise invalid(
             f"timeout must be within 0..{gateway.limits.max_turn_seconds:g} seconds"
         )
+    concurrency = body.get("concurrency")
+    if concurrency is not None and concurrency not in CONCURRENCY:
+        raise invalid("concurrency must be enqueue, reject or interrupt")
+    on_disconnect = body.get("on_disconnect")
+    if on_disconnect is not None and on_disconnect not in ON_DISCONNECT:
+        raise invalid("on_disconnect must be cancel or continue")
     raw_key = request.headers.get(KEY_HEADER)
     arguments: dict[str, Any] = {
         "principal": principal,
@@ -56,6 +69,7 @@ async def send_message(request: Request) -> Response:
         "metadata": body.get("metadata"),
         "idempotency_key": check_key(raw_key) if raw_key is not None else None,
         "expected_offset": if_match(request),
+        "concurrency": concurrency,
     }
     sid = session_id(request)
     if params.get("wait") is False:
@@ -63,7 +77,12 @@ async def send_message(request: Request) -> Response:
         return json(message, 202)
     if wants_event_stream(request):
         return await turn_stream(
-            request, sid, body["content"], timeout=timeout, **arguments
+            request,
+            sid,
+            body["content"],
+            timeout=timeout,
+            on_disconnect=on_disconnect,
+            **arguments,
         )
     result = await aruntime.send(sid, body["content"], timeout=timeout, **arguments)
     return json(result)

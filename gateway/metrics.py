@@ -43,6 +43,25 @@ RUNTIME_HELP = {
 }
 
 
+TURN_SERIES = {
+    "tokens": (
+        "sessiond_tokens_total",
+        "Model tokens by agent and direction (input, output).",
+        ("agent", "direction"),
+    ),
+    "turns": (
+        "sessiond_turns_total",
+        "Agent turns ended, by agent and status.",
+        ("agent", "status"),
+    ),
+    "tool_calls": (
+        "sessiond_tool_calls_total",
+        "Tool results recorded, by tool and status.",
+        ("tool", "status"),
+    ),
+}
+
+
 class HttpMetrics:
     """Counters and latency histograms by method, route template and status."""
 
@@ -77,9 +96,19 @@ class HttpMetrics:
         with self._lock:
             self.open_streams[kind] -= 1
 
-    def render(self, runtime_figures: Mapping[str, Any]) -> str:
+    def render(
+        self,
+        runtime_figures: Mapping[str, Any],
+        turn_figures: Mapping[str, list[dict[str, Any]]] | None = None,
+    ) -> str:
         """Everything in the Prometheus text exposition format (0.0.4)."""
         lines: list[str] = []
+        for key, (name, text, names) in TURN_SERIES.items():
+            rows = (turn_figures or {}).get(key, [])
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
+            for row in rows:
+                shown = _labels(**{label: str(row[label]) for label in names})
+                lines.append(f"{name}{{{shown}}} {int(row['value'])}")
         with self._lock:
             lines += [
                 "# HELP sessiond_http_requests_total HTTP requests by route template.",

@@ -151,6 +151,7 @@ SCHEMAS: dict[str, Schema] = {
             "content": STRING,
             "attachments": {"type": "array"},
             "metadata": ANY_OBJECT,
+            "reply_to": nullable(OFFSET),
             "usage": nullable(USAGE),
             "created_at": TIME,
         },
@@ -197,13 +198,26 @@ SCHEMAS: dict[str, Schema] = {
     "CheckpointList": obj(
         {"checkpoints": {"type": "array", "items": ref("Checkpoint")}}, ["checkpoints"]
     ),
+    "ToolCallResult": obj(
+        {
+            "id": STRING,
+            "name": STRING,
+            "arguments": STRING,
+            "result": STRING,
+            "status": {"enum": ["ok", "error", "in_doubt"]},
+            "duration_ms": {"type": "integer"},
+        },
+        ["id", "name", "arguments", "result", "status"],
+    ),
     "SendResult": obj(
         {
             "user_message": ref("Message"),
             "reply": nullable(ref("Message")),
-            "tool_calls": {"type": "array"},
+            "tool_calls": {"type": "array", "items": ref("ToolCallResult")},
             "usage": USAGE,
             "steps": {"type": "integer"},
+            "status": {"enum": ["completed", "interrupted", "cancelled"]},
+            "stop_reason": nullable(STRING),
             "session": ref("Session"),
         },
         ["user_message", "reply", "tool_calls", "usage", "steps", "session"],
@@ -219,6 +233,7 @@ SCHEMAS: dict[str, Schema] = {
                     "content_block_stop",
                     "message_delta",
                     "message_stop",
+                    "tool_result",
                     "ping",
                     "error",
                     "done",
@@ -227,7 +242,14 @@ SCHEMAS: dict[str, Schema] = {
         },
         ["type"],
         description="One SSE event of a streamed turn; the SSE event name is its type. "
-        "`done` carries the SendResult fields, `error` a Problem as `error`.",
+        "Per step: `content_block_start` (index 0 text; index 1.. "
+        '`{"type": "tool_use", "id", "name"}`), `text_delta`, `input_json_delta` '
+        "(index, id, name, partial_json), `content_block_stop`, `message_delta` "
+        "(stop_reason, usage), `message_stop` (the recorded message); "
+        "`tool_result` (id, name, status, content, message: the recorded tool "
+        "message) after each tool ran. `done` carries the SendResult fields, "
+        "`error` a Problem as `error` (a failed turn: `agent_error`, "
+        "`provider_error`...).",
     ),
     "Branches": obj(
         {
@@ -317,7 +339,17 @@ SCHEMAS: dict[str, Schema] = {
             "timeout": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "description": "Seconds.",
+                "description": "Seconds; the turn is cancelled when they pass.",
+            },
+            "concurrency": {
+                "enum": ["enqueue", "reject", "interrupt"],
+                "description": "This message's policy while a turn runs "
+                "(default: the session's).",
+            },
+            "on_disconnect": {
+                "enum": ["cancel", "continue"],
+                "description": "What a dropped stream does to its turn "
+                "(default: the server's setting).",
             },
         },
         ["content"],

@@ -24,7 +24,10 @@ async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
     query(request, {})
     figures = await gateway.aruntime.metrics()
-    return Response(gateway.metrics.render(figures), media_type=PROMETHEUS_MEDIA_TYPE)
+    turns = await gateway.aruntime.turn_figures()
+    return Response(
+        gateway.metrics.render(figures, turns), media_type=PROMETHEUS_MEDIA_TYPE
+    )
 
 
 async def openapi(request: Request) -> Response:

@@ -11,7 +11,9 @@ The client sends ``{"type": "message", "content": "...", "role"?, "attachments"?
 "metadata"?, "idempotency_key"?, "expected_offset"?}``; the server answers
 ``{"type": "accepted", "message": {...}}`` once the message is durable (the
 reply follows on the tail), or ``{"type": "error", "error": <problem>}``.
-``{"type": "ping"}`` is answered with ``{"type": "pong"}``.
+``{"type": "ping"}`` is answered with ``{"type": "pong"}``. When the socket
+closes, the turns it started follow the server's disconnect policy
+(``on_disconnect``): ``continue`` (default) or ``cancel``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from gateway.codec import check_metadata, decode, dumps, fields, query
 from gateway.context import Gateway, caller, session_id
 from gateway.errors import GatewayError, error_response, log_unexpected, problem_of
 from gateway.streams import PING, cancel, is_terminal
-from runtime import DomainError, Principal, RuntimeFault, TailInterrupted
+from runtime import CancelToken, DomainError, Principal, RuntimeFault, TailInterrupted
+
+DISCONNECTED = "disconnected"
 
 CLIENT_MESSAGE_FIELDS = {
     "type": "string",
@@ -88,6 +92,7 @@ async def _converse(
     gateway: Gateway, websocket: WebSocket, tail: Any, sid: str, principal: Principal
 ) -> None:
     lock = asyncio.Lock()
+    started: list[CancelToken] = []  # the turns this socket started
 
     async def send(item: Any) -> None:
         async with lock:
@@ -123,7 +128,9 @@ async def _converse(
                 await close(CLOSE_TOO_BIG)
                 return
             try:
-                reply = await _handle(gateway, raw, sid, principal)
+                token = CancelToken()
+                reply = await _handle(gateway, raw, sid, principal, token)
+                started.append(token)
             except (GatewayError, DomainError, RuntimeFault) as error:
                 reply = {"type": "error", "error": problem_of(error)}
             except Exception as error:
@@ -143,6 +150,9 @@ async def _converse(
     finally:
         for task in tasks:
             await cancel(task)
+        if gateway.runtime.settings.on_disconnect == "cancel":
+            for token in started:
+                token.cancel(DISCONNECTED)
         with contextlib.suppress(Exception):
             await close(1000)
 
@@ -156,7 +166,7 @@ def _is_disconnect(error: BaseException | None) -> bool:
 
 
 async def _handle(
-    gateway: Gateway, raw: bytes, sid: str, principal: Principal
+    gateway: Gateway, raw: bytes, sid: str, principal: Principal, token: CancelToken
 ) -> dict[str, Any]:
     value = decode(raw, gateway.limits)
     if not isinstance(value, dict):
@@ -179,5 +189,6 @@ async def _handle(
         metadata=body.get("metadata"),
         idempotency_key=body.get("idempotency_key"),
         expected_offset=body.get("expected_offset"),
+        cancel=token,
     )
     return {"type": "accepted", "message": message}

@@ -39,11 +39,13 @@ TOPIC_ALIASES: dict[str, type[Any]] = {
     "s.scope": Session.ScopeChanged,
     "s.summary": Session.SummaryRecorded,
     "s.summary_drop": Session.SummaryDropped,
+    "s.turn_end": Session.TurnEnded,
     "s.snap": Session.Snapshot,
 }
 ALIAS_OF: dict[type[Any], str] = {cls: alias for alias, cls in TOPIC_ALIASES.items()}
 MESSAGE_TOPIC = ALIAS_OF[Session.MessageAppended]
 OPENED_TOPIC = ALIAS_OF[Session.Opened]
+TURN_ENDED_TOPIC = ALIAS_OF[Session.TurnEnded]
 AGGREGATE_TOPICS: dict[str, type[Any]] = {"s": Session}
 AGGREGATE_ALIAS: dict[str, str] = {
     f"{cls.__module__}:{cls.__qualname__}": alias

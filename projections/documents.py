@@ -90,6 +90,7 @@ def message_document(
         "content": state["content"],
         "attachments": state.get("attachments") or [],
         "metadata": state.get("metadata") or {},
+        "reply_to": state.get("reply_to"),
         "usage": {
             "input_tokens": int(usage.get("input_tokens", 0)),
             "output_tokens": int(usage.get("output_tokens", 0)),

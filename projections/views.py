@@ -31,7 +31,7 @@ from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTrackingRe
 
 from aggregates.session import Session, Span
 from aggregates.values import name_key
-from projections.codec import MESSAGE_TOPIC, decode_state
+from projections.codec import MESSAGE_TOPIC, TURN_ENDED_TOPIC, decode_state
 from projections.documents import (
     event_document,
     format_time,
@@ -128,6 +128,11 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             "WITHOUT ROWID",
             "CREATE INDEX IF NOT EXISTS session_schedule_due "
             "ON session_schedule (due_ms, session_id)",
+            # Live sessions whose agent turn has not ended: what to resume after
+            # a crash, found without scanning every session.
+            "CREATE TABLE IF NOT EXISTS session_open_turns ("
+            "session_id TEXT PRIMARY KEY, turn_offset INTEGER NOT NULL) "
+            "WITHOUT ROWID",
             # The webhook outbox: written with the events it announces.
             "CREATE TABLE IF NOT EXISTS webhook_outbox ("
             "id INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL, "
@@ -208,6 +213,19 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             c.executemany(
                 "DELETE FROM session_schedule WHERE session_id = ?", unscheduled
             )
+        open_turns, closed = [], []
+        for session in sessions:
+            turn = session.pending_turn()
+            if turn is not None and session.status == "active":
+                open_turns.append((session.id, turn))
+            else:
+                closed.append((session.id,))
+        if open_turns:
+            c.executemany(
+                "INSERT OR REPLACE INTO session_open_turns VALUES (?, ?)", open_turns
+            )
+        if closed:
+            c.executemany("DELETE FROM session_open_turns WHERE session_id = ?", closed)
         if notification_id is not None:
             self.advance(c, notification_id)
 
@@ -225,6 +243,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
         with self.datastore.transaction(commit=True) as c:
             c.execute("DROP TABLE IF EXISTS session_index")
             c.execute("DROP TABLE IF EXISTS session_schedule")
+            c.execute("DROP TABLE IF EXISTS session_open_turns")
             c.execute(
                 "DELETE FROM tracking WHERE application_name = ?", (APPLICATION_NAME,)
             )
@@ -519,6 +538,31 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
             )
             return [(str(row[0]), int(row[1]), str(row[2])) for row in c.fetchall()]
 
+    def open_turns(self) -> list[tuple[str, int]]:
+        """Live sessions with an agent turn that never ended (a crash or a failed
+        write cut it short): ``(session_id, turn_offset)``."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT session_id, turn_offset FROM session_open_turns "
+                "ORDER BY session_id"
+            )
+            return [(str(row[0]), int(row[1])) for row in c.fetchall()]
+
+    def turn_ended(self, session_id: str, turn_offset: int) -> dict[str, Any] | None:
+        """The data of the ``turn_ended`` event of the turn opened at
+        ``turn_offset``, if it ended (looked for in the log after it)."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT state FROM {self.events_table} WHERE originator_id = ? "
+                "AND originator_version > ? AND topic = ? ORDER BY originator_version",
+                (session_id, turn_offset, TURN_ENDED_TOPIC),
+            )
+            for (data,) in c.fetchall():
+                state = orjson.loads(data)
+                if state.get("turn_offset") == turn_offset:
+                    return dict(state)
+        return None
+
     def expiring_soon(self) -> int:
         """Live sessions already warned of their expiry (their next deadline is
         the expiry itself)."""
@@ -564,6 +608,7 @@ class SQLiteSessionViews(SQLiteTrackingRecorder):
                 f"DELETE FROM {snapshots_table} WHERE originator_id = ?",
                 "DELETE FROM session_index WHERE session_id = ?",
                 "DELETE FROM session_schedule WHERE session_id = ?",
+                "DELETE FROM session_open_turns WHERE session_id = ?",
                 "DELETE FROM webhook_attempts WHERE outbox_id IN "
                 "(SELECT id FROM webhook_outbox WHERE session_id = ?)",
                 "DELETE FROM webhook_outbox WHERE session_id = ?",

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from runtime.agents import Agent, EchoAgent, FinalMessage, TextDelta, ToolCallDelta
+from runtime.agents import (
+    Agent,
+    EchoAgent,
+    FinalMessage,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolSpec,
+)
 from runtime.clock import Clock, FakeClock, ScaledClock, SystemClock
 from runtime.errors import (
     ActorUnavailableError,
@@ -19,17 +27,22 @@ from runtime.errors import (
     ProviderTimeoutError,
     RenewalRefusedError,
     RuntimeFault,
+    SessionBusyError,
     SessionEndedError,
     SessionExistsError,
     SessionExpiredError,
     SessionNotFoundError,
     StorageUnavailableError,
     SummaryNotFoundError,
+    TurnCancelledError,
+    TurnFailedError,
     TurnTimeoutError,
 )
 from runtime.facade import LOCAL_PRINCIPAL, AsyncRuntime, Principal, Runtime
 from runtime.settings import AgentConfig, ConfigError, Settings
 from runtime.tail import TailInterrupted
+from runtime.tools import ToolContext, ToolError
+from runtime.turn_control import CancelToken
 
 __all__ = [
     "LOCAL_PRINCIPAL",
@@ -38,6 +51,7 @@ __all__ = [
     "AgentConfig",
     "AgentNotFoundError",
     "AsyncRuntime",
+    "CancelToken",
     "CheckpointNotFoundError",
     "Clock",
     "ConcurrencyConflictError",
@@ -58,6 +72,7 @@ __all__ = [
     "Runtime",
     "RuntimeFault",
     "ScaledClock",
+    "SessionBusyError",
     "SessionEndedError",
     "SessionExistsError",
     "SessionExpiredError",
@@ -68,6 +83,12 @@ __all__ = [
     "SystemClock",
     "TailInterrupted",
     "TextDelta",
+    "ToolCall",
     "ToolCallDelta",
+    "ToolContext",
+    "ToolError",
+    "ToolSpec",
+    "TurnCancelledError",
+    "TurnFailedError",
     "TurnTimeoutError",
 ]

@@ -17,6 +17,7 @@ from aggregates.errors import (
 from runtime.core import T
 from runtime.principal import LOCAL_PRINCIPAL, Principal
 from runtime.tail import AsyncSessionTail, LoopFanout
+from runtime.turn_control import DISCONNECTED, CancelToken, check_disconnect_policy
 
 if TYPE_CHECKING:
     from runtime.facade import Runtime
@@ -74,18 +75,24 @@ class AsyncRuntime:
     async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """:meth:`Runtime.stream` as an async iterator; the turn runs on a worker
         thread and hands each event to the loop as it happens. Leaving the loop
-        early stops the worker at its next event."""
+        early applies the disconnect policy (``on_disconnect``): ``cancel``
+        cancels the turn at once, ``continue`` lets it run to its end."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         stop = threading.Event()
         done = object()
+        policy = check_disconnect_policy(
+            kwargs.get("on_disconnect") or self.runtime.settings.on_disconnect
+        )
+        token = kwargs.get("cancel") or CancelToken()
+        kwargs["cancel"] = token
 
         def produce() -> None:
             item: Any = done
             try:
                 for event in self.runtime.stream(*args, **kwargs):
                     if stop.is_set():
-                        break
+                        continue  # nobody reads: the turn runs to its end
                     loop.call_soon_threadsafe(queue.put_nowait, event)
             except BaseException as error:
                 item = error
@@ -103,4 +110,7 @@ class AsyncRuntime:
                 yield item
             await worker
         finally:
-            stop.set()
+            if not worker.done():
+                stop.set()
+                if policy == "cancel":
+                    token.cancel(DISCONNECTED)

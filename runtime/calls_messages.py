@@ -1,11 +1,10 @@
-"""Runtime calls on messages: append, turns (send, stream, submit, chat
-commands), history, the log and its tails."""
+"""Runtime calls on messages: append, history, the log and its tails (turns are
+in :mod:`runtime.turns`)."""
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -14,29 +13,14 @@ from aggregates.errors import (
     InvalidRequestError,
 )
 from aggregates.session import Session
-from aggregates.values import (
-    Role,
-)
 from projections.codec import encode_state
 from projections.documents import message_document
-from runtime.agents import (
-    AgentOutput,
-    FinalMessage,
-    TextDelta,
-    ToolCallDelta,
-    split_words,
-)
-from runtime.commands import CommandResult, is_command
 from runtime.core import (
     HISTORY_MAX_LIMIT,
     AnyList,
     DocumentList,
     RuntimeCore,
     _ResetTo,
-)
-from runtime.errors import (
-    ActorUnavailableError,
-    TurnTimeoutError,
 )
 from runtime.export import render_markdown, render_text
 from runtime.principal import LOCAL_PRINCIPAL, Principal
@@ -48,15 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def command_outputs(result: CommandResult) -> Iterator[AgentOutput]:
-    """A chat command's answer, streamed like an agent's reply."""
-    for word in split_words(result.text):
-        yield TextDelta(word)
-    yield FinalMessage(content=result.text, metadata={"command": result.name}, steps=0)
-
-
 class MessageCalls(RuntimeCore):
-    """Messages, agent turns, history and the event log."""
+    """Messages, history and the event log."""
 
     def append(
         self,
@@ -118,6 +95,7 @@ class MessageCalls(RuntimeCore):
         expected_offset: int | None,
         reply_to: int | None,
         recorded: DocumentList | None = None,
+        opens_turn: bool = False,
     ) -> tuple[int, bool, str]:
         """Append on the session's actor; returns (offset, whether it was a
         retry, the session it went to). ``recorded`` receives the new message's
@@ -151,6 +129,7 @@ class MessageCalls(RuntimeCore):
                 idempotency_key=idempotency_key,
                 reply_to=reply_to,
                 expected_offset=expected_offset,
+                opens_turn=opens_turn,
             )
             if recorded is not None:
                 state = vars(session.pending_events[-1])
@@ -160,275 +139,6 @@ class MessageCalls(RuntimeCore):
 
         (offset, duplicate), session_id = self._execute_on(session_id, command)
         return offset, duplicate, session_id
-
-    def send(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        principal: Principal = LOCAL_PRINCIPAL,
-        role: str = "user",
-        attachments: AnyList | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        expected_offset: int | None = None,
-        timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Append the message, run the agent's turn, append its reply.
-
-        Returns ``{user_message, reply, tool_calls, usage, steps, session}``. A
-        retry with the same ``idempotency_key`` returns the first result and
-        runs nothing.
-        """
-        result: dict[str, Any] = {}
-        for event in self.stream(
-            session_id,
-            content,
-            principal=principal,
-            role=role,
-            attachments=attachments,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            expected_offset=expected_offset,
-            timeout=timeout,
-        ):
-            if event["type"] == "done":
-                result = {k: v for k, v in event.items() if k != "type"}
-        return result
-
-    def stream(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        principal: Principal = LOCAL_PRINCIPAL,
-        role: str = "user",
-        attachments: AnyList | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        expected_offset: int | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Send a message and iterate the turn as it happens.
-
-        Yields dicts whose ``type`` is ``message_start`` (with the recorded
-        ``user_message``), ``content_block_start``, ``text_delta``,
-        ``input_json_delta``, ``content_block_stop``, ``message_delta``,
-        ``message_stop`` (with the recorded ``message``) and finally ``done``
-        (the same result :meth:`send` returns). Turns of one session run one at a
-        time, in arrival order. Every event is also published live to the
-        session's tails as a ``delta``.
-        """
-        bus = self.app.bus
-        for event in self._turn(
-            session_id,
-            content,
-            principal=principal,
-            role=role,
-            attachments=attachments,
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            expected_offset=expected_offset,
-            timeout=timeout,
-        ):
-            if bus.has_subscribers(session_id):
-                bus.publish(session_id, {"type": "delta", "event": event})
-            yield event
-
-    def _turn(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        principal: Principal,
-        role: str,
-        attachments: AnyList | None,
-        metadata: Mapping[str, Any] | None,
-        idempotency_key: str | None,
-        expected_offset: int | None,
-        timeout: float | None,
-    ) -> Iterator[dict[str, Any]]:
-        """The turn behind :meth:`stream`: holds the session's turn lock, records
-        the message, runs the agent and records its reply."""
-        row = self._row(session_id, principal)
-        try:
-            role = Role(role).value
-        except ValueError:
-            raise InvalidRequestError(
-                "role must be one of user, assistant, system, tool"
-            ) from None
-        agent = self.agents.get(row["doc"]["agent_id"]) if role == "user" else None
-        deadline = None if timeout is None else self.clock.monotonic() + timeout
-        turn = self._turn_lock(session_id)
-        if not turn.lock.acquire(timeout=-1 if timeout is None else timeout):
-            msg = "the session's previous turn did not finish in time"
-            raise TurnTimeoutError(msg)
-        try:
-            offset, duplicate, session_id = self._append(
-                session_id,
-                content,
-                role=role,
-                author_id=principal.id if role == "user" else None,
-                attachments=attachments,
-                metadata=metadata,
-                usage=None,
-                idempotency_key=idempotency_key,
-                expected_offset=expected_offset,
-                reply_to=None,
-            )
-            user_message = self.views.message_at(session_id, offset)
-            yield {"type": "message_start", "user_message": user_message}
-            if duplicate or agent is None:
-                reply = self.views.reply_to(session_id, offset) if duplicate else None
-                yield self._done(session_id, user_message, reply)
-                return
-            command = (
-                self.commands.run(session_id, content, principal)
-                if is_command(content)
-                else None
-            )
-            if command is not None:
-                outputs: Iterator[AgentOutput] = command_outputs(command)
-            else:
-                history = self.api._turn_history(session_id, principal)
-                outputs = iter(agent.run(history))
-            final: FinalMessage | None = None
-            yield {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text"},
-            }
-            for output in outputs:
-                if deadline is not None and self.clock.monotonic() > deadline:
-                    msg = "the agent's turn did not finish in time"
-                    raise TurnTimeoutError(msg)
-                if isinstance(output, TextDelta):
-                    yield {"type": "text_delta", "index": 0, "text": output.text}
-                elif isinstance(output, ToolCallDelta):
-                    yield {
-                        "type": "input_json_delta",
-                        "index": 0,
-                        "id": output.call_id,
-                        "name": output.name,
-                        "partial_json": output.partial_json,
-                    }
-                else:
-                    final = output
-            yield {"type": "content_block_stop", "index": 0}
-            if final is None:
-                msg = "the agent ended its turn without a final message"
-                raise RuntimeError(msg)
-            reply_offset, _, session_id = self._append(
-                session_id,
-                final.content,
-                role="assistant",
-                author_id=row["doc"]["agent_id"],
-                attachments=None,
-                metadata=dict(final.metadata) or None,
-                usage=dict(final.usage),
-                idempotency_key=None,
-                expected_offset=None,
-                reply_to=offset,
-            )
-            reply = self.views.message_at(session_id, reply_offset)
-            if command is not None and command.reset:
-                # The answer stays with the session it speaks of; the
-                # conversation carries on in the successor.
-                session_id = self.api.reset(session_id, principal=principal)["id"]
-            yield {
-                "type": "message_delta",
-                "stop_reason": final.stop_reason,
-                "usage": dict(final.usage),
-            }
-            yield {"type": "message_stop", "message": reply}
-            yield self._done(
-                session_id,
-                user_message,
-                reply,
-                tool_calls=list(
-                    final.tool_calls
-                ),  # the tool loop (issue 6) reworks this
-                steps=final.steps,
-            )
-        finally:
-            turn.lock.release()
-
-    def submit(
-        self,
-        session_id: str,
-        content: str,
-        *,
-        principal: Principal = LOCAL_PRINCIPAL,
-        role: str = "user",
-        attachments: AnyList | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        idempotency_key: str | None = None,
-        expected_offset: int | None = None,
-    ) -> dict[str, Any]:
-        """Record the message and run the turn in the background; returns the
-        recorded user ``Message`` as soon as it is durable. The reply arrives on
-        the session's tail (and in its history)."""
-        self._row(session_id, principal)
-        recorded = threading.Event()
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                for event in self.stream(
-                    session_id,
-                    content,
-                    principal=principal,
-                    role=role,
-                    attachments=attachments,
-                    metadata=metadata,
-                    idempotency_key=idempotency_key,
-                    expected_offset=expected_offset,
-                ):
-                    if event["type"] == "message_start":
-                        outcome["message"] = event["user_message"]
-                        recorded.set()
-            except BaseException as error:
-                outcome.setdefault("error", error)
-                if recorded.is_set():
-                    logger.warning(
-                        "background turn failed",
-                        extra={"session_id": session_id, "error": type(error).__name__},
-                    )
-            finally:
-                recorded.set()
-                with self._background_guard:
-                    self._background.discard(threading.current_thread())
-
-        worker = threading.Thread(target=run, name=f"turn-{session_id}", daemon=True)
-        with self._background_guard:
-            self._background.add(worker)
-        worker.start()
-        if not recorded.wait(self.settings.actor_timeout):
-            msg = f"session {session_id} did not record the message in time"
-            raise ActorUnavailableError(msg)
-        if "message" not in outcome:
-            raise outcome["error"]
-        return dict(outcome["message"])
-
-    def _done(
-        self,
-        session_id: str,
-        user_message: dict[str, Any] | None,
-        reply: dict[str, Any] | None,
-        *,
-        tool_calls: AnyList | None = None,
-        steps: int | None = None,
-    ) -> dict[str, Any]:
-        usage = (reply or {}).get("usage") or {"input_tokens": 0, "output_tokens": 0}
-        return {
-            "type": "done",
-            "user_message": user_message,
-            "reply": reply,
-            "tool_calls": tool_calls or [],
-            "usage": usage,
-            "steps": steps if steps is not None else (1 if reply else 0),
-            "session": self._document(session_id),
-        }
 
     def history(
         self,

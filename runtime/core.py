@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +40,9 @@ from runtime.principal import Principal
 from runtime.sessions import Sessions
 from runtime.settings import Settings
 from runtime.supervisor import LifecycleSupervisor, Ticker
+from runtime.tools import builtin_registry
+from runtime.turn_control import TurnQueues
+from runtime.turn_metrics import TurnMetrics
 from runtime.webhooks import WebhookDeliverer
 
 if TYPE_CHECKING:
@@ -72,12 +74,6 @@ def _no_command(_: Session) -> None:
     """A command that only lets the session's passed deadlines be handled."""
 
 
-class _TurnLock:
-    # threading.Lock cannot be weakly referenced; this wrapper can.
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
 class RuntimeCore:
     """What every group of runtime calls shares: the store, the actors and the
     plumbing that enforces ownership and runs commands in a session's actor."""
@@ -98,10 +94,9 @@ class RuntimeCore:
             idle_seconds=self.settings.actor_idle_seconds,
             snapshot_interval=self.settings.snapshot_interval,
         )
-        self._turn_locks: weakref.WeakValueDictionary[str, _TurnLock] = (
-            weakref.WeakValueDictionary()
-        )
-        self._turn_locks_guard = threading.Lock()
+        self.tools = builtin_registry()
+        self.turn_queues = TurnQueues()
+        self.turn_metrics = TurnMetrics()
         self._closed = threading.Event()
         self._background: set[threading.Thread] = set()
         self._background_guard = threading.Lock()
@@ -369,14 +364,6 @@ class RuntimeCore:
 
     def _new_id(self) -> str:
         return uuid.uuid4().hex
-
-    def _turn_lock(self, session_id: str) -> _TurnLock:
-        with self._turn_locks_guard:
-            lock = self._turn_locks.get(session_id)
-            if lock is None:
-                lock = _TurnLock()
-                self._turn_locks[session_id] = lock
-            return lock
 
     @property
     def api(self) -> Runtime:

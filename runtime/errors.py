@@ -11,14 +11,19 @@
     ├── AgentNotFoundError          agent_not_found
     ├── StorageUnavailableError     storage_unavailable
     ├── ActorUnavailableError       unavailable
+    ├── SessionBusyError            busy            (concurrency reject)
     ├── TurnTimeoutError            timeout
+    ├── TurnCancelledError          cancelled
+    ├── TurnFailedError             agent_error, provider_error, ... (the agent's
+    │                               failure, recorded as a failed turn)
     └── ProviderError               provider_error  (the model server failed)
         ├── ProviderTimeoutError    provider_timeout
         └── ProviderRateLimitedError provider_rate_limited
 
 A ``ProviderError`` carries the agent id and the upstream HTTP ``status`` (when
 there was one), never the request's or the response's content: upstream error
-bodies may quote the prompt.
+bodies may quote the prompt. Raised inside a turn, it ends the turn as failed
+with its code (a ``TurnFailedError`` reaches the caller).
 """
 
 from __future__ import annotations
@@ -50,12 +55,15 @@ __all__ = [
     "ProviderTimeoutError",
     "RenewalRefusedError",
     "RuntimeFault",
+    "SessionBusyError",
     "SessionEndedError",
     "SessionExistsError",
     "SessionExpiredError",
     "SessionNotFoundError",
     "StorageUnavailableError",
     "SummaryNotFoundError",
+    "TurnCancelledError",
+    "TurnFailedError",
     "TurnTimeoutError",
 ]
 
@@ -155,3 +163,27 @@ class ProviderRateLimitedError(ProviderError):
     """The model server kept refusing with 429 (or asked to wait too long)."""
 
     code = "provider_rate_limited"
+
+
+class SessionBusyError(RuntimeFault):
+    """A turn runs on the session and its policy (``reject``) refuses another;
+    nothing was recorded."""
+
+    code = "busy"
+
+
+class TurnCancelledError(RuntimeFault):
+    """The turn was cancelled (by its caller) before it finished."""
+
+    code = "cancelled"
+
+
+class TurnFailedError(RuntimeFault):
+    """The agent (or its model provider) failed; the turn was recorded as
+    failed with this ``code`` and the user message kept."""
+
+    code = "agent_error"
+
+    def __init__(self, detail: str, code: str = "agent_error") -> None:
+        super().__init__(detail)
+        self.code = code

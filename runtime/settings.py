@@ -390,6 +390,11 @@ class Settings:
     for events recorded by other processes (SQLite polls)."""
     node_id: str | None = None
     """This process's name in the lease table (default: host:pid:random)."""
+    on_disconnect: str = "continue"
+    """What a streamed turn does when its caller goes away: ``continue`` (run
+    to its end, the reply lands in the log) or ``cancel``."""
+    work_root: str | None = None
+    """When set, the file tools refuse a session ``work_dir`` outside it."""
     # Empty: no authentication, one local principal. Only digests are kept.
     api_keys: tuple[ApiKey, ...] = field(default=(), repr=False)
     clock: Clock = field(default_factory=SystemClock, compare=False, repr=False)
@@ -429,6 +434,8 @@ class Settings:
             ("lease_renew_seconds", "SESSIOND_LEASE_RENEW_SECONDS", float),
             ("feed_interval", "SESSIOND_FEED_INTERVAL", float),
             ("node_id", "SESSIOND_NODE_ID", str),
+            ("on_disconnect", "SESSIOND_ON_DISCONNECT", str),
+            ("work_root", "SESSIOND_WORK_ROOT", str),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
             (
                 "retention_keep_checkpoints",
@@ -550,7 +557,15 @@ def _read_config_file(path: Path) -> dict[str, Any]:
             for hook in webhooks
         )
     server = document.get("server", {})
-    for key in ("db", "host", "port", "log_level", "max_live_actors"):
+    for key in (
+        "db",
+        "host",
+        "port",
+        "log_level",
+        "max_live_actors",
+        "on_disconnect",
+        "work_root",
+    ):
         if key in server:
             values[key] = server[key]
     return values

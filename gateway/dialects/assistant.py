@@ -12,8 +12,10 @@ README's "assistant plugin dialect" section for every deviation):
 - ``events`` is the session's visible conversation (so ``clear`` and ``delete``
   empty it) as the plugin's chat events; the audit log stays in the native API;
 - ``message`` runs the turn in the background (``async``) or waits for it
-  (``sync``); a sync timeout answers at once and the runtime aborts the run at
-  the agent's next output (``timeout=`` of the runtime's turn).
+  (``sync``) with the ``reject`` concurrency policy (``busy`` while a turn
+  runs, decided by the runtime); a sync timeout cancels the run (the runtime
+  records it cancelled, closes the agent's generator and frees the session)
+  before answering ``timeout``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ SNIPPET_MAX = 120
 SNIPPET_CUT = 117
 RESPONSE_MAX_BYTES = 10_000
 DEFAULT_TIMEOUT_SECONDS = 300
+TIMEOUT_GRACE_SECONDS = 5
+REJECT = "reject"
 LIST_PAGE = 100
 MESSAGE_EVENT = "message_appended"
 BUSY_MESSAGE = (
@@ -346,24 +350,14 @@ def truncate_utf8(text: str, limit: int = RESPONSE_MAX_BYTES) -> tuple[str, bool
 
 @dataclass
 class Turns:
-    """The dialect's turns in flight, per session (the ``busy`` answer), and
-    the background tasks that run them."""
+    """The background tasks that run the dialect's turns (whether a session is
+    busy is the runtime's to say: the ``reject`` policy)."""
 
-    running: set[str] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def start(self, coroutine: Awaitable[Any], session_id: str) -> asyncio.Task[Any]:
-        """Run ``coroutine`` as the session's turn; the session is busy until it
-        ends."""
-        self.running.add(session_id)
-
-        async def run() -> Any:
-            try:
-                return await coroutine
-            finally:
-                self.running.discard(session_id)
-
-        task = asyncio.ensure_future(run())
+    def start(self, coroutine: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coroutine`` in the background, keeping a reference to it."""
+        task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self._finished)
         return task
@@ -626,13 +620,6 @@ async def op_message(request: Request, args: dict[str, Any]) -> Any:
         "created": False,
     }
     turns = turns_of(request)
-    if call.session_id in turns.running:
-        return {
-            **common,
-            "status": "busy",
-            "code": "session_busy",
-            "message": BUSY_MESSAGE,
-        }
     await point_webhook(aruntime, document, call, principal)
     if call.mode == "async":
         return {**common, **await start_async(aruntime, turns, call, principal)}
@@ -649,7 +636,10 @@ async def start_async(
     async def run() -> None:
         try:
             async for event in aruntime.stream(
-                call.session_id, call.content, principal=principal
+                call.session_id,
+                call.content,
+                principal=principal,
+                concurrency=REJECT,
             ):
                 if event["type"] == "message_start" and not recorded.done():
                     recorded.set_result(event["user_message"]["id"])
@@ -659,7 +649,7 @@ async def start_async(
                 return
             raise
 
-    turns.start(run(), call.session_id)
+    turns.start(run())
     try:
         response_id = await recorded
     except (DomainError, RuntimeFault) as error:
@@ -682,19 +672,26 @@ def _busy_or_error(error: DomainError | RuntimeFault) -> dict[str, Any]:
 async def run_sync(
     aruntime: AsyncRuntime, turns: Turns, call: MessageRequest, principal: Principal
 ) -> dict[str, Any]:
-    """Run the turn and wait for it up to ``timeout`` seconds. On timeout the
-    answer goes out at once; the runtime aborts the run (the same ``timeout``)
-    at the agent's next output, without recording a reply."""
+    """Run the turn and wait for it up to ``timeout`` seconds. The runtime
+    cancels the run when the time is up (at once while the agent works; after
+    the running tool, which is never cut short) and records it; the answer
+    follows. Should a tool hold the turn much longer, the answer goes out
+    anyway ``TIMEOUT_GRACE_SECONDS`` later and the turn ends at that tool's end."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     task = turns.start(
         aruntime.send(
-            call.session_id, call.content, principal=principal, timeout=call.timeout
-        ),
-        call.session_id,
+            call.session_id,
+            call.content,
+            principal=principal,
+            timeout=call.timeout,
+            concurrency=REJECT,
+        )
     )
     try:
-        done = await asyncio.wait_for(asyncio.shield(task), call.timeout)
+        done = await asyncio.wait_for(
+            asyncio.shield(task), call.timeout + TIMEOUT_GRACE_SECONDS
+        )
     except (TimeoutError, TurnTimeoutError):
         return {
             "status": "timeout",

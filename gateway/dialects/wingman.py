@@ -28,6 +28,7 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
@@ -56,12 +57,20 @@ def error_json(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+FAILED_TURN_CODES = frozenset(
+    {"agent_error", "provider_error", "provider_timeout", "provider_unavailable"}
+)
+
+
 def error_of(error: BaseException, sid: str | None) -> tuple[int, str, str]:
     """(status, wingman message, sessiond code) of an error."""
     document = problem_of(error)
     code = str(document["code"])
     if code == "not_found" and sid is not None:
         return 404, f"session not found: {sid}", code
+    if code in FAILED_TURN_CODES:
+        # wingman answers a failed run 500 "inference failed: ..."
+        return 500, f"inference failed: {code}", code
     if code == "internal_error":
         return 500, INTERNAL_ERROR, code
     return int(document["status"]), str(document["detail"]), code
@@ -92,11 +101,42 @@ def wingman_errors(handler: Handler) -> Handler:
 
 
 def history_item(message: Mapping[str, Any]) -> dict[str, Any]:
-    """A sessiond message as a wingman history message (one text block)."""
-    return {
-        "role": message["role"],
-        "content": [{"type": "text", "text": message["content"]}],
-    }
+    """A sessiond message as a wingman history message: text, plus a
+    ``tool_use`` block per call of a step; a tool result is a ``user`` message
+    with a ``tool_result`` block, as wingman keeps them."""
+    metadata = message.get("metadata") or {}
+    if message["role"] == "tool":
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": metadata.get("tool_call_id"),
+            "content": message["content"],
+        }
+        if metadata.get("status") != "ok":
+            block["is_error"] = True
+        return {"role": "user", "content": [block]}
+    content: list[dict[str, Any]] = []
+    if message["content"] or not metadata.get("tool_calls"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in metadata.get("tool_calls") or []:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": call.get("name"),
+                "input": parsed(call.get("arguments")),
+            }
+        )
+    return {"role": message["role"], "content": content}
+
+
+def parsed(arguments: Any) -> Any:
+    """A tool call's JSON arguments text as JSON (the text when it is not)."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return arguments
 
 
 def session_json(
@@ -115,12 +155,15 @@ def session_json(
 
 
 def tool_call_json(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A tool call of the turn with named fields."""
+    """A tool call of the turn with named fields (wingman's ``ToolCallResult``
+    had no JSON tags): ``output`` is the result, ``error`` the result of a call
+    that failed (``null`` when it did not)."""
+    ok = call.get("status") == "ok"
     return {
         "name": call.get("name"),
-        "input": call.get("input"),
-        "output": call.get("output"),
-        "error": call.get("error"),
+        "input": parsed(call.get("arguments")),
+        "output": call.get("result") if ok else None,
+        "error": None if ok else call.get("result"),
     }
 
 
@@ -298,6 +341,8 @@ async def stream_message(request: Request) -> Response:
                 if item is None:
                     yield frame({"type": "ping"}, event="ping")
                     continue
+                if item["type"] == "tool_result":
+                    continue  # wingman streams no tool results
                 if item["type"] == "done":
                     done = result_json(item)
                     yield frame(

@@ -517,18 +517,25 @@ class SlowAgent:
 
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.closed = threading.Event()  # a run's generator was closed early
         self.finished: list[
             str
         ] = []  # the message each run that got to its end answered
 
     def run(
-        self, history: Sequence[Mapping[str, Any]]
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
     ) -> Iterator[TextDelta | FinalMessage]:
-        yield TextDelta("thinking ")
-        assert self.release.wait(WAIT)
-        yield TextDelta("done")
-        self.finished.append(str(history[-1]["content"]))
-        yield FinalMessage("thinking done")
+        completed = False
+        try:
+            yield TextDelta("thinking ")
+            assert self.release.wait(WAIT)
+            yield TextDelta("done")
+            self.finished.append(str(history[-1]["content"]))
+            yield FinalMessage("thinking done")
+            completed = True
+        finally:
+            if not completed:
+                self.closed.set()
 
 
 @pytest.fixture
@@ -558,21 +565,26 @@ def test_a_sync_timeout_answers_timeout_and_cancels_the_run(
     assert result["status"] == "timeout"
     assert result["timeoutSeconds"] == 1
     assert result["message"] == "Request timed out after 1 seconds"
-    busy = client.post(OPS + "message", json={"sessionId": "slow1", "content": "again"})
-    assert busy.status_code == 200
-    assert busy.json()["result"]["status"] == "busy"
-    assert busy.json()["result"]["code"] == "session_busy"
+    # the run was cancelled before the answer: recorded, and the session free
+    ended = [e for e in runtime.events("slow1")["events"] if e["type"] == "turn_ended"]
+    assert [(e["data"]["status"], e["data"]["error_code"]) for e in ended] == [
+        ("cancelled", "timeout")
+    ]
     agent.release.set()
-    # the cancelled turn lets go of the session (this waits for it): a new turn
-    # runs and completes, and only it got to the end of the agent's run
-    after = runtime.send("slow1", "once more", timeout=WAIT)
-    assert after["reply"]["content"] == "thinking done"
+    assert agent.closed.wait(WAIT)  # its generator was closed, not run to the end
+    after = client.post(
+        OPS + "message",
+        json={"sessionId": "slow1", "content": "once more", "mode": "sync"},
+    ).json()["result"]
+    assert after["status"] == "complete"
+    assert after["response"] == "thinking done"
     assert agent.finished == ["once more"]
     events = client.post(OPS + "events", json={"sessionId": "slow1"}).json()["result"][
         "events"
     ]
     assert [(e["type"], e["payload"]["text"]) for e in events] == [
         ("user_message", "go"),
+        ("assistant_done", "thinking "),  # what the cancelled run had written
         ("user_message", "once more"),
         ("assistant_done", "thinking done"),
     ]

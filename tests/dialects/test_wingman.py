@@ -371,9 +371,20 @@ def test_a_failed_run_keeps_the_user_turn_and_answers_500(
         sid = create(http, agent_id=FAILING_AGENT_ID)["id"]
         response = http.post(f"/sessions/{sid}/message", json={"message": "do it"})
         assert response.status_code == 500
-        assert response.json() == {"error": "internal server error"}
+        assert response.json() == {"error": "inference failed: agent_error"}
         history = http.get(f"/sessions/{sid}").json()["history"]
         assert history == [{"role": "user", "content": text("do it")}]
+        # the failure is in the session's log, without content
+        log = http.get(f"/v1/sessions/{sid}/events").json()["events"]
+        assert [e["type"] for e in log[-2:]] == ["message_appended", "turn_ended"]
+        assert log[-1]["data"] == {
+            "turn_offset": log[-2]["offset"],
+            "status": "failed",
+            "error_code": "agent_error",
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "steps": 0,
+            "tool_calls": 0,
+        }
 
 
 def test_a_failed_streamed_run_ends_with_a_json_error_frame_and_keeps_the_user_turn(
@@ -390,8 +401,8 @@ def test_a_failed_streamed_run_ends_with_a_json_error_frame_and_keeps_the_user_t
         ]
         assert events[-1].data == {
             "type": "error",
-            "error": "internal server error",
-            "code": "internal_error",
+            "error": "inference failed: agent_error",
+            "code": "agent_error",
         }
         history = http.get(f"/sessions/{sid}").json()["history"]
         assert history == [{"role": "user", "content": text("go")}]
@@ -450,14 +461,14 @@ def test_the_stream_sends_a_tool_calls_input_as_input_json_deltas(
         assert deltas == [
             {
                 "type": "input_json_delta",
-                "index": 0,
+                "index": 1,
                 "input_json": '{"path":',
                 "id": "toolu_1",
                 "name": "ls",
             },
             {
                 "type": "input_json_delta",
-                "index": 0,
+                "index": 1,
                 "input_json": '"."}',
                 "id": "toolu_1",
                 "name": "ls",

@@ -2,7 +2,7 @@
 (``uvicorn --factory tests.dialects.wingman_app:create_agents_app``):
 
 - ``failing`` streams a word, then fails;
-- ``tooling`` streams a tool call's input and reports the call in its result;
+- ``tooling`` calls the ``ls`` tool (streaming its input), then answers;
 - ``slow`` waits ``SLOW_SECONDS`` before answering (so an idle stream pings).
 
 ``TEST_PING_SECONDS`` sets the stream's ping interval.
@@ -27,6 +27,7 @@ from runtime import (
     Runtime,
     Settings,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
 )
 
@@ -34,13 +35,11 @@ FAILING_AGENT_ID = "failing"
 TOOLING_AGENT_ID = "tooling"
 SLOW_AGENT_ID = "slow"
 SLOW_SECONDS = 0.6
-TOOL_CALL = {
-    "id": "toolu_1",
-    "name": "ls",
-    "input": {"path": "."},
-    "output": "README.md",
-    "error": None,
-}
+
+
+def list_directory(arguments: dict[str, Any], context: Any) -> str:
+    """The ``ls`` tool: always the same listing."""
+    return "README.md"
 
 
 class FailingAgent:
@@ -56,21 +55,25 @@ class FailingAgent:
 
 
 class ToolingAgent:
-    """Calls one tool, then answers."""
+    """Calls one tool (first step), then answers (second step)."""
 
     def run(
         self, history: Sequence[Mapping[str, Any]], tools: Any = ()
     ) -> Iterator[Any]:
-        """Stream the call's input in two pieces, then the answer."""
+        """Step 1: stream the call's input in two pieces; step 2: answer."""
+        if history and history[-1]["role"] == "tool":
+            yield TextDelta("done")
+            yield FinalMessage(
+                content="done", usage={"input_tokens": 2, "output_tokens": 1}
+            )
+            return
         yield ToolCallDelta(call_id="toolu_1", name="ls", partial_json='{"path":')
         yield ToolCallDelta(call_id="toolu_1", name="ls", partial_json='"."}')
-        yield TextDelta("done")
         yield FinalMessage(
-            content="done",
-            usage={"input_tokens": 3, "output_tokens": 1},
-            stop_reason="end_turn",
-            tool_calls=[TOOL_CALL],
-            steps=2,
+            content="",
+            usage={"input_tokens": 1, "output_tokens": 0},
+            stop_reason="tool_use",
+            tool_calls=[ToolCall("toolu_1", "ls", '{"path": "."}')],
         )
 
 
@@ -93,13 +96,19 @@ def create_agents_app() -> Starlette:
     test agents; the runtime closes when the app shuts down."""
     settings = Settings.from_env()
     runtime = Runtime(settings)
+    runtime.register_tool(
+        "ls",
+        list_directory,
+        description="List the working directory.",
+        parameters={"type": "object", "properties": {"path": {"type": "string"}}},
+    )
     for agent_id, agent in (
         (FAILING_AGENT_ID, FailingAgent()),
         (TOOLING_AGENT_ID, ToolingAgent()),
         (SLOW_AGENT_ID, SlowAgent()),
     ):
         runtime.agents.register(
-            agent_id, agent, AgentConfig(id=agent_id, provider="python")
+            agent_id, agent, AgentConfig(id=agent_id, provider="python", tools=("ls",))
         )
     limits = Limits(ping_seconds=float(os.environ.get("TEST_PING_SECONDS", "15")))
     app = create_app(settings, runtime, limits=limits)

@@ -25,7 +25,7 @@ def test_checkpoints_are_saved_listed_restored_and_deleted(
     assert saved.status_code == 201
     checkpoint = saved.json()
     assert checkpoint["name"] == "after first"
-    assert checkpoint["offset"] == 3
+    assert checkpoint["offset"] == 4  # message, reply, turn_ended, checkpoint
     assert checkpoint["message_count"] == 2
     client.post(f"/v1/sessions/{sid}/messages", json={"content": "second"})
     listed = client.get(f"/v1/sessions/{sid}/checkpoints").json()["checkpoints"]
@@ -74,7 +74,7 @@ def test_fork_answers_201_with_the_parent_and_branches_lists_it(
     fork = client.post(f"/v1/sessions/{sid}/fork")
     assert fork.status_code == 201
     child = fork.json()
-    assert child["parent"] == {"session_id": sid, "offset": 3}
+    assert child["parent"] == {"session_id": sid, "offset": 4}
     client.post(
         f"/v1/sessions/{child['id']}/messages", json={"content": "only in the fork"}
     )
@@ -107,7 +107,7 @@ def test_state_at_an_offset_is_the_session_as_it_was(client: httpx.Client) -> No
     assert then["offset"] == 2
     assert then["message_count"] == 1
     now = client.get(f"/v1/sessions/{sid}/state").json()
-    assert now["offset"] == 3
+    assert now["offset"] == 4  # the reply and turn_ended after the message
     assert (
         client.get(f"/v1/sessions/{sid}/state", params={"offset": 9}).status_code == 400
     )

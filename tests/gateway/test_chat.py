@@ -137,16 +137,16 @@ def test_in_process_chat_streams_replies_and_every_command_acts_on_the_session(
     term.command(
         "/session",
         rf"session {first}\n  agent echo, status active\n"
-        r"  2 messages visible, 0 checkpoints, log at offset 3",
+        r"  2 messages visible, 0 checkpoints, log at offset 4",
     )
     saved = term.command(
         '/checkpoint save "after hello"',
-        rf"saved checkpoint ({ID}) 'after hello' at offset 3 \(2 messages\)",
+        rf"saved checkpoint ({ID}) 'after hello' at offset 4 \(2 messages\)",
     ).group(1)
     term.command("second message", r"echo> second message\n")
     term.command(
         "/checkpoint list",
-        rf"{saved}  'after hello'  offset 3  2 messages .*\n1 checkpoint\n",
+        rf"{saved}  'after hello'  offset 4  2 messages .*\n1 checkpoint\n",
     )
     term.command(
         f"/checkpoint restore {saved}",
@@ -254,7 +254,7 @@ def test_chat_against_a_running_server(
     term.command(
         "/session",
         rf"session {sid} 'chat: over HTTP'\n  agent echo, status active\n"
-        r"  2 messages visible, 1 checkpoint, log at offset 7",
+        r"  2 messages visible, 1 checkpoint, log at offset 9",
     )
     term.command("/history export", r"# chat: over HTTP")
     fresh = term.command("/reset", rf"continuing in ({ID})").group(1)

@@ -197,7 +197,8 @@ def test_events_state_at_and_branches_describe_the_log(api: Client) -> None:
     assert [e["offset"] for e in page["events"]] == [1, 2]
     assert page["has_more"]
     assert [e["type"] for e in api.events(sid, after=2)["events"]] == [
-        "message_appended"
+        "message_appended",
+        "turn_ended",
     ]
     assert api.state_at(sid, 2)["message_count"] == 1
     assert api.state_at(sid)["message_count"] == 2
@@ -309,11 +310,12 @@ def test_errors_carry_status_code_detail_and_context(api: Client) -> None:
         api.send(sid, "stale", if_match=offset)
     assert conflict.value.status == 409
     assert conflict.value.code == "conflict"
-    assert conflict.value.current_offset == offset + 2
-    assert conflict.value.context["current_offset"] == offset + 2
+    # the message, its reply and the turn_ended event
+    assert conflict.value.current_offset == offset + 3
+    assert conflict.value.context["current_offset"] == offset + 3
     with pytest.raises(ApiError) as stale_rename:
         api.update_session(sid, name="client: late", if_match=offset)
-    assert stale_rename.value.current_offset == offset + 2
+    assert stale_rename.value.current_offset == offset + 3
     assert isinstance(conflict.value, ClientError)
 
 
@@ -409,7 +411,7 @@ def test_the_tail_resumes_across_a_kill_and_restart_with_no_gap_or_duplicate(
         for word in ("after", "restart"):
             writer.send(sid, word)
         final = writer.get_session(sid)["offset"]
-        assert final == 11
+        assert final == 16  # 1 + 5 turns of 3 events
         assert [1, *tail.offsets_through(final)] == list(range(1, final + 1))
         # and nothing more: a later event is the next offset, not a repeat
         writer.send(sid, "again")
@@ -521,7 +523,7 @@ def test_the_async_client_offers_the_same_calls(server: ServerProcess) -> None:
         "deltas": "a b",
         "history": ["async hello", "async hello", "a b", "a b"],
         "listed": True,
-        "offsets": [1, 2, 3, 4, 5, 6],
-        "checkpoint": 5,
+        "offsets": [1, 2, 3, 4, 5, 6, 7, 8],
+        "checkpoint": 7,
         "code": "not_found",
     }

@@ -152,17 +152,18 @@ def test_history_pages_by_offset_in_both_orders(client: httpx.Client) -> None:
     for i in range(3):
         client.post(f"/v1/sessions/{sid}/messages", json={"content": f"m{i}"})
     newest = client.get(f"/v1/sessions/{sid}/messages", params={"limit": 2}).json()
-    assert [m["offset"] for m in newest["messages"]] == [7, 6]
+    # each turn: message, reply, turn_ended (not a message)
+    assert [m["offset"] for m in newest["messages"]] == [9, 8]
     assert newest["has_more"] is True
     older = client.get(
-        f"/v1/sessions/{sid}/messages", params={"limit": 10, "before": 6}
+        f"/v1/sessions/{sid}/messages", params={"limit": 10, "before": 8}
     ).json()
-    assert [m["offset"] for m in older["messages"]] == [5, 4, 3, 2]
+    assert [m["offset"] for m in older["messages"]] == [6, 5, 3, 2]
     assert older["has_more"] is False
     ascending = client.get(
         f"/v1/sessions/{sid}/messages", params={"order": "asc", "after": 3, "limit": 2}
     ).json()
-    assert [m["offset"] for m in ascending["messages"]] == [4, 5]
+    assert [m["offset"] for m in ascending["messages"]] == [5, 6]
     for bad in ({"limit": 1001}, {"order": "up"}, {"before": -1}, {"before": "x"}):
         assert client.get(f"/v1/sessions/{sid}/messages", params=bad).status_code == 400
 

@@ -51,7 +51,7 @@ def test_the_tail_sends_log_entries_with_offsets_as_ids_and_live_deltas(
         assert response.headers["cache-control"] == "no-cache"
         for event in sse_events(response):
             seen.append((event.id, event.event))
-            if event.id == "3":
+            if event.id == "4":
                 # caught up with the backlog: now a live turn
                 with httpx.Client(base_url=str(client.base_url), timeout=20) as other:
                     other.post(
@@ -60,7 +60,7 @@ def test_the_tail_sends_log_entries_with_offsets_as_ids_and_live_deltas(
             if event.event == "done":
                 break
     ids = [int(i) for i, _ in seen if i is not None]
-    assert ids == [1, 2, 3, 4, 5]
+    assert ids == [1, 2, 3, 4, 5, 6, 7]  # turns: message, reply, turn_ended
     deltas = [name for i, name in seen if i is None]
     assert "text_delta" in deltas
     assert "message_stop" in deltas

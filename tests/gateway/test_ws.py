@@ -44,8 +44,9 @@ def test_a_message_sent_on_the_socket_is_accepted_and_its_turn_streams_back(
     assert len(accepted) == 1
     assert accepted[0]["message"]["content"] == "over the socket"
     events = [i for i in items if i["type"] == "event"]
-    assert [e["offset"] for e in events] == [2, 3]
+    assert [e["offset"] for e in events] == [2, 3, 4]
     assert events[1]["event"]["data"]["content"] == "over the socket"
+    assert events[2]["event"]["type"] == "turn_ended"
     deltas = "".join(
         i["event"]["text"]
         for i in items
@@ -60,7 +61,7 @@ def test_the_socket_replays_from_after_and_answers_pings(
     sid = new_session(client)["id"]
     client.post(f"/v1/sessions/{sid}/messages", json={"content": "earlier"})
     with socket_of(server, sid, "?after=1") as ws:
-        assert [receive(ws)["offset"] for _ in range(2)] == [2, 3]
+        assert [receive(ws)["offset"] for _ in range(3)] == [2, 3, 4]
         ws.send('{"type": "ping"}')
         assert receive(ws) == {"type": "pong"}
 

@@ -181,6 +181,7 @@ class SessionMachine(RuleBasedStateMachine):
         result = self.runtime.send(model.id, content)
         user = model.append(result["user_message"]["id"], "user", content)
         reply = model.append(result["reply"]["id"], "assistant", content)
+        model.record()  # the turn_ended event, written with the reply
         assert shown(result["user_message"]) == user
         assert shown(result["reply"]) == reply
         assert result["session"]["offset"] == model.version

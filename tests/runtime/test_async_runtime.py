@@ -67,7 +67,7 @@ def test_calls_work_under_asyncio_run(runtime: Runtime) -> None:
     assert result["reply"]["content"] == "hello from asyncio"
     assert [m["content"] for m in history["messages"]] == ["hello from asyncio"] * 2
     # What the coroutines did is what the synchronous API sees.
-    assert runtime.get(session["id"])["offset"] == 3
+    assert runtime.get(session["id"])["offset"] == 4  # message, reply, turn_ended
 
 
 def test_calls_work_under_anyio_run(runtime: Runtime) -> None:

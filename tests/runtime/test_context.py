@@ -242,12 +242,13 @@ def test_the_summarize_strategy_records_a_summary_and_hands_it_to_the_agent(
 
     folded, previous = summarizer.calls[-1]
     assert previous is None
-    assert folded == [2, 3, 4]
+    # (each turn: the user message, the reply, the turn_ended record)
+    assert folded == [2, 3, 5]
     history = agent.seen[-1]
     summary = history[0]
     assert summary["role"] == "system"
     assert summary["content"] == "so far so good"
-    assert summary["metadata"] == {"summary": {"from_offset": 2, "to_offset": 4}}
+    assert summary["metadata"] == {"summary": {"from_offset": 2, "to_offset": 5}}
     assert contents(history[1:]) == ["gamma delta", "epsilon zeta"]
 
     recorded = [
@@ -258,13 +259,13 @@ def test_the_summarize_strategy_records_a_summary_and_hands_it_to_the_agent(
     assert len(recorded) == 1
     data = recorded[0]["data"]
     assert data["from_offset"] == 2
-    assert data["to_offset"] == 4
+    assert data["to_offset"] == 5
     assert data["text"] == "so far so good"
     assert data["counter"] == "words"
     assert data["tokens"] == 4
     assert data["model"] == "fixed"
     assert data["usage"] == {"input_tokens": 5, "output_tokens": 2}
-    assert summary["offset"] == recorded[0]["offset"] == 7
+    assert summary["offset"] == recorded[0]["offset"] == 9
     # Its cost counts in the session's usage; the messages are all still there.
     assert runtime.get(sid)["usage"]["input_tokens"] == 5 + 3
     assert runtime.get(sid)["message_count"] == 6
@@ -278,15 +279,16 @@ def test_a_later_summary_continues_the_previous_one(runtime: Runtime) -> None:
     for text in ("alpha beta", "gamma delta", "epsilon zeta", "eta theta"):
         runtime.send(sid, text)
     first, second = summarizer.calls
-    assert first == ([2, 3, 4], None)
+    # (each turn: the user message, the reply, the turn_ended record)
+    assert first == ([2, 3, 5], None)
     folded, previous = second
-    assert folded == [5, 6]
+    assert folded == [6, 8]
     assert previous is not None
-    assert previous["metadata"]["summary"] == {"from_offset": 2, "to_offset": 4}
+    assert previous["metadata"]["summary"] == {"from_offset": 2, "to_offset": 5}
     context = runtime.context(sid)
     assert context["summary"]["from_offset"] == 2
-    assert context["summary"]["to_offset"] == 6
-    assert [s["to_offset"] for s in context["summaries"]] == [4, 6]
+    assert context["summary"]["to_offset"] == 8
+    assert [s["to_offset"] for s in context["summaries"]] == [5, 8]
 
 
 def test_the_default_summarizer_asks_the_sessions_own_agent(
@@ -327,10 +329,10 @@ def test_explicit_summaries_fold_up_to_an_offset_and_can_be_dropped(
     runtime.register_summarizer("rec", FixedSummarizer())
     sid = runtime.create("rec")["id"]
     for text in ("alpha", "beta", "gamma"):
-        runtime.send(sid, text)  # 2..7
+        runtime.send(sid, text)  # 2..10: message, reply, turn_ended each
 
-    made = runtime.summarize(sid, to_offset=5)
-    assert (made["from_offset"], made["to_offset"], made["offset"]) == (2, 5, 8)
+    made = runtime.summarize(sid, to_offset=6)
+    assert (made["from_offset"], made["to_offset"], made["offset"]) == (2, 6, 11)
     assert made["text"] == "the story so far"
     assert made["counter"] == "words"
     assert made["tokens"] == 4

@@ -427,11 +427,22 @@ def test_send_records_the_message_and_the_agents_reply(runtime: Runtime) -> None
     assert reply["usage"] == result["usage"]
     assert result["steps"] == 1
     assert result["tool_calls"] == []
-    assert result["session"]["offset"] == reply["offset"]
+    # the turn_ended event follows the reply in the same write
+    assert result["session"]["offset"] == reply["offset"] + 1
     assert result["session"]["usage"] == {"input_tokens": 3, "output_tokens": 3}
     assert runtime.messages(session_id) == [user, reply]
-    recorded = runtime.events(session_id)["events"][-1]
+    recorded, ended = runtime.events(session_id)["events"][-2:]
     assert recorded["data"]["reply_to"] == user["offset"]
+    assert ended["type"] == "turn_ended"
+    assert ended["data"] == {
+        "turn_offset": user["offset"],
+        "status": "completed",
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 3, "output_tokens": 3},
+        "steps": 1,
+        "tool_calls": 0,
+        "reply_offset": reply["offset"],
+    }
 
 
 def test_a_non_user_message_is_recorded_without_a_turn(runtime: Runtime) -> None:
@@ -941,7 +952,7 @@ def test_a_passivated_session_rehydrates_on_the_next_command(runtime: Runtime) -
     assert runtime.directory.live_count() == 0
 
     result = runtime.send(session_id, "after")
-    assert result["user_message"]["offset"] == 4
+    assert result["user_message"]["offset"] == 5  # after message, reply, turn_ended
     assert runtime.directory.live_count() == 1
     assert contents(runtime, session_id, Principal("local")) == [
         "before",
@@ -977,17 +988,18 @@ def test_rehydration_from_a_snapshot_and_tail_is_correct(
     runtime = runtime_factory(snapshot_interval=5)
     session_id = runtime.create()["id"]
     for i in range(6):
-        runtime.send(session_id, f"m{i}")  # offsets 2..13
-    checkpoint = runtime.checkpoint_save(session_id, "cp")
-    runtime.rewind(session_id, 6)
-    runtime.append(session_id, "tail")  # 16
+        # offsets 2..19: message, then reply and turn_ended in one write
+        runtime.send(session_id, f"m{i}")
+    checkpoint = runtime.checkpoint_save(session_id, "cp")  # 20
+    runtime.rewind(session_id, 8)  # 21
+    runtime.append(session_id, "tail")  # 22
     snapshots = list(runtime.app.snapshots.get(session_id))  # type: ignore[union-attr]
-    assert [s.originator_version for s in snapshots] == [5, 10, 15]
+    assert [s.originator_version for s in snapshots] == [5, 10, 16, 20]
 
     runtime.directory.passivate(session_id)
     message = runtime.append(session_id, "after")
 
-    assert message["offset"] == 17
+    assert message["offset"] == 23
     assert actor_state(runtime, session_id) == replayed(runtime, session_id)
     assert contents(runtime, session_id, Principal("local")) == [
         "m0", "m0", "m1", "m1", "m2", "tail", "after",
@@ -1007,7 +1019,7 @@ def test_the_live_actor_cap_holds_and_evicted_sessions_stay_correct(
     for i, session_id in enumerate(sessions):
         expected = [text for r in range(3) for text in (f"s{i} r{r}",) * 2]
         assert contents(runtime, session_id, Principal("local")) == expected
-        assert runtime.get(session_id)["offset"] == 7
+        assert runtime.get(session_id)["offset"] == 10  # 3 turns of 3 events
         assert actor_state(runtime, session_id) == replayed(runtime, session_id)
         assert runtime.directory.live_count() <= 3
     assert runtime.directory.stats.activations >= 30

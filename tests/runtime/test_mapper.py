@@ -100,6 +100,10 @@ def every_event() -> tuple[Session, Session, list[Any]]:
         session_id="f1", timestamp=at(16), offset=8, head=8, message_count=2
     )
     # Far past every deadline: first the warning, then the expiry.
+    turn = session.append_message(
+        timestamp=at(16), message_id="m4", role="user", content="go", opens_turn=True
+    )
+    session.end_turn(timestamp=at(16), turn_offset=turn, status="completed")
     session.act_on_deadlines(timestamp=at(10**6))
     session.end(timestamp=at(10**6 + 1), reason="deleted")
     events = [*session.pending_events, *fork.pending_events]

@@ -157,7 +157,7 @@ def iteration(
             "renew": ["renewed"],
             "heartbeat": ["renewed"],
             "append": ["message_appended"],
-            "send": ["message_appended", "message_appended"],
+            "send": ["message_appended", "message_appended", "turn_ended"],
         }[operation]
         assert kinds == expected, (where, operation, supervisor, kinds)
         # What renewed it was recorded before the deadline it escaped (a send's

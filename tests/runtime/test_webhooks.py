@@ -88,6 +88,7 @@ def test_a_sessions_events_reach_its_webhook_with_their_offsets_and_headers(
         (200, "webhook_set", 2),
         (200, "message_appended", 3),
         (200, "message_appended", 4),
+        (200, "turn_ended", 5),
     ]
     first = receiver.received[0]
     assert first["headers"]["authorization"] == "Bearer hook-secret"
