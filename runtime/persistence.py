@@ -238,8 +238,12 @@ class SessionsRecorder(SQLiteApplicationRecorder):
         bus = self.bus
         for (stored_events, _), ids in written:
             self.events_recorded += len(stored_events)
-            published = []
-            for stored, notification_id in zip(stored_events, ids, strict=False):
+            # Every event recorded here is this process's to publish (or not, if
+            # nobody listens now): the change feed, which finds them in the log
+            # too, must never hand them out again, e.g. to a subscriber that
+            # arrived in between (its backlog covers them).
+            self.local.add(ids)
+            for stored in stored_events:
                 session_id = str(stored.originator_id)
                 if bus.has_subscribers(session_id):
                     offset = stored.originator_version
@@ -250,7 +254,3 @@ class SessionsRecorder(SQLiteApplicationRecorder):
                         session_id,
                         {"type": "event", "offset": offset, "event": document},
                     )
-                    published.append(notification_id)
-            if published:
-                # The change feed will find these in the log: not twice.
-                self.local.add(published)

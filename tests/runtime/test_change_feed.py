@@ -81,3 +81,23 @@ def test_an_idle_feed_reads_no_events(pair: tuple[Runtime, Runtime]) -> None:
     assert second.feed.poll_once() == 0
     assert second.feed.position == first.app.recorder.max_notification_id()
     assert second.feed.published == 0
+
+
+def test_the_feed_never_republishes_what_this_process_recorded(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    first.append(session_id, "recorded before anyone listened")
+    delivered: list[dict[str, Any]] = []
+    unsubscribe = first.app.bus.subscribe(session_id, delivered.append)
+    try:
+        # The feed reads the log past both local events: it must hand out
+        # neither (they were this process's own to publish).
+        first.feed.poll_once()
+        assert delivered == []
+        second.append(session_id, "from the other process")
+        first.feed.poll_once()
+        assert [item["offset"] for item in delivered] == [3]
+    finally:
+        unsubscribe()
