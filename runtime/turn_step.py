@@ -125,6 +125,16 @@ class _Blocks:
         )
         return events
 
+    def json_delta(self, call_id: str, name: str, partial: str) -> dict[str, Any]:
+        """A piece of a started call's input (``input_json_delta``)."""
+        return {
+            "type": "input_json_delta",
+            "index": self.by_call[call_id],
+            "id": call_id,
+            "name": name,
+            "partial_json": partial,
+        }
+
     def stop_call(self) -> list[dict[str, Any]]:
         if self.open_call is None:
             return []
@@ -197,13 +207,7 @@ def run_step(
             elif isinstance(item, ToolCallDelta):
                 if item.call_id not in blocks.by_call:
                     yield from blocks.start(item.call_id, item.name)
-                yield {
-                    "type": "input_json_delta",
-                    "index": blocks.by_call[item.call_id],
-                    "id": item.call_id,
-                    "name": item.name,
-                    "partial_json": item.partial_json,
-                }
+                yield blocks.json_delta(item.call_id, item.name, item.partial_json)
             elif isinstance(item, FinalMessage):
                 final = item
         if final is None:
@@ -213,13 +217,7 @@ def run_step(
             if call.call_id not in blocks.by_call:
                 # Not streamed: its input in one piece.
                 yield from blocks.start(call.call_id, call.name)
-                yield {
-                    "type": "input_json_delta",
-                    "index": blocks.by_call[call.call_id],
-                    "id": call.call_id,
-                    "name": call.name,
-                    "partial_json": call.arguments,
-                }
+                yield blocks.json_delta(call.call_id, call.name, call.arguments)
         yield from blocks.stop_call()
         yield {"type": "content_block_stop", "index": 0}
         return final
