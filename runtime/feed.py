@@ -11,9 +11,12 @@ the recorder publishes.
 The store side is a :class:`ChangeSource`. SQLite cannot signal a commit to
 another process, so its source never wakes the feed early: the feed polls the
 highest notification id (an O(1) read of the table's last rowid) every
-``interval`` seconds while anyone here is subscribed, and every
-``idle_interval`` seconds otherwise (only to keep its position near the head;
-no rows are read). PostgreSQL's source can wake it with LISTEN/NOTIFY.
+``interval`` seconds while anyone here is subscribed and another process has
+written in the last ``FOREIGN_WINDOW`` seconds, and every ``idle_interval``
+seconds otherwise (only to keep its position near the head and to notice
+other writers; no rows are read). So the first event another process records
+after a quiet spell reaches a tail here within ``idle_interval``, the next ones
+within ``interval``. PostgreSQL's source can wake it with LISTEN/NOTIFY.
 
 No gap, no duplicate, for the tails: a tail subscribes before it reads its
 backlog, and the feed's position is never past what was committed when a
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -37,6 +41,10 @@ from eventsourcing.persistence import PersistenceError
 
 from projections.codec import decode_state
 from projections.documents import event_document
+
+FOREIGN_WINDOW = 30.0
+"""Seconds after another process's last write during which the feed keeps its
+fast pace for subscribers here."""
 
 if TYPE_CHECKING:
     from runtime.bus import EventBus
@@ -102,6 +110,11 @@ class LocalPublications:
                 return True
             return False
 
+    def count_between(self, after: int, upto: int) -> int:
+        """How many ids in ``(after, upto]`` were recorded here."""
+        with self._lock:
+            return sum(1 for i in self._ids if after < i <= upto)
+
     def forget_upto(self, notification_id: int) -> None:
         """Drop ids at or below ``notification_id`` (the feed is past them)."""
         with self._lock:
@@ -131,6 +144,8 @@ class ChangeFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.position = 0
+        self.last_foreign = float("-inf")
+        """When a write by another process was last seen (monotonic)."""
         self.published = 0
         self.polls = 0
 
@@ -160,6 +175,8 @@ class ChangeFeed:
             # Rows at the end of the log were deleted (a purge); ids may be
             # given out again from here.
             self.position = top
+        if top - self.position > self._local.count_between(self.position, top):
+            self.last_foreign = time.monotonic()  # another process writes here
         # Read after ``top``: a subscription that begins after this check
         # reads everything up to ``top`` in its own backlog.
         if top == self.position or not self._bus.has_any_subscribers():
@@ -191,10 +208,19 @@ class ChangeFeed:
         )
         return 1
 
+    def pace(self) -> float:
+        """Seconds until the next poll: ``interval`` only while someone here
+        listens AND another process has written lately; a lone process (the
+        embedded default) keeps the idle pace, so its open streams cost nothing
+        between events."""
+        foreign = time.monotonic() - self.last_foreign < FOREIGN_WINDOW
+        if foreign and self._bus.has_any_subscribers():
+            return self.interval
+        return self.idle_interval
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            active = self._bus.has_any_subscribers()
-            self._source.wait(self.interval if active else self.idle_interval)
+            self._source.wait(self.pace())
             if self._stop.is_set():
                 return
             try:

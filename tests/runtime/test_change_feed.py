@@ -101,3 +101,18 @@ def test_the_feed_never_republishes_what_this_process_recorded(
         assert [item["offset"] for item in delivered] == [3]
     finally:
         unsubscribe()
+
+
+def test_the_feed_polls_fast_only_once_another_process_writes(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = first.create()["id"]
+    with first.tail(session_id, after=1):
+        first.append(session_id, "mine")
+        first.feed.poll_once()
+        # Alone on the store: open streams do not make it poll fast.
+        assert first.feed.pace() == first.feed.idle_interval
+        second.append(session_id, "theirs")
+        first.feed.poll_once()
+        assert first.feed.pace() == first.feed.interval
