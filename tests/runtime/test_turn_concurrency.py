@@ -120,8 +120,20 @@ def test_interrupt_stops_the_running_turn_keeps_its_partial_text_and_runs_the_ne
         [final("the new answer")],
     )
     sid = session(runtime, agent, "interrupt")
-    first = pool.submit(runtime.send, sid, "long question")
+    streamed = threading.Event()
+
+    def ask() -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for event in runtime.stream(sid, "long question"):
+            if event["type"] == "text_delta":
+                streamed.set()  # the partial text has reached the caller
+            if event["type"] == "done":
+                result = event
+        return result
+
+    first = pool.submit(ask)
     assert gate.reached.wait(WAIT)
+    assert streamed.wait(WAIT)
 
     second = runtime.send(sid, "never mind")
 
