@@ -12,7 +12,9 @@ result is a ``role: tool`` message whose ``metadata`` holds ``tool_call_id``,
 ``name`` and ``status`` (``ok``, ``error`` or ``in_doubt``).
 
 ``run`` returns a generator: closing it (``close()``) cancels the step, and a
-provider must then release its upstream request.
+provider must then release its upstream request. An agent may declare
+``history_limit = N`` to be handed the latest ``N`` messages instead of its
+context window.
 
 ``echo`` is built in and always configured: it replies with the last user message,
 streamed word by word, with deterministic usage, so everything runs offline.
@@ -110,6 +112,10 @@ def count_words(text: str) -> int:
 
 class EchoAgent:
     """Replies with the last user message, word by word."""
+
+    history_limit = 1
+    """The turn hands it the latest message only (it reads nothing else), not a
+    context window: windows cost reads and token counting on every step."""
 
     def run(
         self, history: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()

@@ -57,6 +57,7 @@ from runtime.commands import CommandResult, is_command
 from runtime.core import AnyList
 from runtime.errors import TurnFailedError, TurnTimeoutError
 from runtime.principal import Principal
+from runtime.settings import ContextConfig
 from runtime.tools import ToolContext, ToolOutcome
 from runtime.turn_control import INTERRUPTED, TIMEOUT, CancelToken
 from runtime.turn_records import (
@@ -301,12 +302,21 @@ class TurnLoop(MessageCalls):
     # --- reading
 
     def _agent_history(
-        self, session_id: str, principal: Principal
+        self, session_id: str, principal: Principal, agent: Agent
     ) -> list[dict[str, Any]]:
         """What the agent sees: the session's context window (see
         :mod:`runtime.window`), read again before every step so that the tool
         results already recorded are in it. With the ``summarize`` strategy this
-        may record a summary first."""
+        may record a summary first. An agent that declares ``history_limit``
+        (e.g. ``echo``: 1) gets just that many latest messages instead, unless
+        its configuration sets a context window."""
+        limit = getattr(agent, "history_limit", None)
+        row = self._row(session_id, principal)
+        configured = self.agents.config(row["doc"]["agent_id"]).context
+        if isinstance(limit, int) and limit > 0 and configured == ContextConfig():
+            history, _ = self.views.history(row["spans"], limit=limit, descending=True)
+            history.reverse()
+            return history
         return self.api._turn_history(session_id, principal)
 
     def _read_turn(
@@ -472,7 +482,7 @@ class TurnLoop(MessageCalls):
             history = (
                 []
                 if command is not None
-                else self._agent_history(state.session_id, principal)
+                else self._agent_history(state.session_id, principal, agent)
             )
             final = yield from self._emitting(
                 state, run_step(agent, history, specs, token, deadline)
