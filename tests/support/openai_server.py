@@ -484,7 +484,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             if self.path == "/_control/replies":
-                server.script(*(reply_from_json(r) for r in body["replies"]))
+                replies = body["replies"] if isinstance(body, dict) else []
+                server.script(*(reply_from_json(r) for r in replies))
                 self._json(200, {"pending": server.pending})
                 return
             if self.path == "/_control/release":
@@ -580,7 +581,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if not readable:
                 return False
             try:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
+                return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
             except OSError:
                 return True
 
