@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from runtime import AgentConfig, Runtime, ToolContext
+from runtime import AgentConfig, ToolContext
 from runtime.settings import ContextConfig
 from runtime.summaries import INSTRUCTION
 from tests.conftest import RuntimeFactory
