@@ -189,3 +189,31 @@ def test_summarize_asks_the_model_for_a_summary_and_sends_it_as_a_system_message
         if body not in asked
         for m in body["messages"]
     )
+
+
+def test_a_smart_window_sends_the_pinned_message_then_the_most_recent(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    window = ContextConfig(
+        strategy="smart", max_tokens=8, reserve_output_tokens=0, counter="words"
+    )
+    with OpenAIServer(when_empty="echo") as server:
+        model = AgentConfig(
+            id="model",
+            provider="openai",
+            model="test-model",
+            base_url=server.base_url,
+            context=window,
+        )
+        runtime = runtime_factory(agents={"model": model})
+        sid = runtime.create("model")["id"]
+        runtime.send(sid, "the code is 42", metadata={"pinned": True})
+        for text in ("one two", "three four", "five six"):
+            runtime.send(sid, text)
+        last = server.requests[-1].body["messages"]
+
+    assert last == [
+        {"role": "user", "content": "the code is 42"},
+        {"role": "assistant", "content": "three four"},
+        {"role": "user", "content": "five six"},
+    ]
