@@ -193,8 +193,10 @@ class OpenAIAgent:
         """One request. Raises ``_Retryable`` for a failure that may be retried
         (nothing was streamed yet), ``ProviderError`` for one that may not."""
         try:
-            with self._client.stream("POST", self.url, json=body) as response:
-                upstream.attach(response)
+            with (
+                self._client.stream("POST", self.url, json=body) as response,
+                upstream.holding(response),
+            ):
                 if response.status_code >= 400:
                     raise self._status_error(response)
                 if "text/event-stream" in response.headers.get("content-type", ""):
@@ -313,22 +315,29 @@ class _Upstream:
         self._response: httpx.Response | None = None
         self.aborted = False
 
-    def attach(self, response: httpx.Response) -> None:
-        """The step's current response (cut at once if the step was aborted)."""
+    @contextlib.contextmanager
+    def holding(self, response: httpx.Response) -> Iterator[None]:
+        """While the step reads ``response`` (cut at once if it was aborted).
+
+        Let go before the response is closed: its connection then goes back to
+        the pool, where another request may take it, and must not be cut."""
         with self._lock:
             self._response = response
-            aborted = self.aborted
-        if aborted:
-            _shut_down(response)
+            if self.aborted:
+                _shut_down(response)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._response = None
 
     def abort(self) -> None:
         """Stop the step: no more attempts, and the current response's
         connection is shut down (a read blocked on it returns at once)."""
         with self._lock:
             self.aborted = True
-            response = self._response
-        if response is not None:
-            _shut_down(response)
+            if self._response is not None:
+                _shut_down(self._response)
 
 
 def _shut_down(response: httpx.Response) -> None:
