@@ -3,6 +3,7 @@ visible history, the log as JSON, and exports."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -12,6 +13,7 @@ from gateway.codec import check_metadata, fields, invalid, query, read_json
 from gateway.context import caller, if_match, json, session_id
 from gateway.idempotency import KEY_HEADER, check_key
 from gateway.streams import event_stream, turn_stream, wants_event_stream
+from runtime import AsyncRuntime, CancelToken
 
 MESSAGE_FIELDS = {
     "content": "string",
@@ -24,6 +26,8 @@ MESSAGE_FIELDS = {
 }
 CONCURRENCY = ("enqueue", "reject", "interrupt")
 ON_DISCONNECT = ("cancel", "continue")
+DISCONNECTED = "disconnected"
+"""The recorded ``error_code`` of a turn whose caller went away."""
 HISTORY_QUERY = {
     "limit": "integer",
     "before": "integer",
@@ -36,9 +40,9 @@ EXPORT_MEDIA_TYPES = {"markdown": "text/markdown", "text": "text/plain"}
 async def send_message(request: Request) -> Response:
     """``POST /v1/sessions/{id}/messages``.
 
-    JSON: waits for the reply (a caller that goes away does not stop the turn).
-    ``Accept: text/event-stream``: streams the turn; ``on_disconnect`` says what
-    a dropped stream does to it (default: the server's setting). ``?wait=false``:
+    JSON: waits for the reply. ``on_disconnect`` (default: the server's
+    setting) says what a caller that goes away does to the turn, whether it
+    waits for JSON or reads the stream (``Accept: text/event-stream``). ``?wait=false``:
     202 with the recorded user message as soon as it is durable. ``concurrency``
     overrides the session's policy for this message.
     ``Idempotency-Key`` goes to the runtime, which deduplicates durably.
@@ -84,8 +88,47 @@ async def send_message(request: Request) -> Response:
             on_disconnect=on_disconnect,
             **arguments,
         )
-    result = await aruntime.send(sid, body["content"], timeout=timeout, **arguments)
-    return json(result)
+    policy = on_disconnect or gateway.runtime.settings.on_disconnect
+    if policy != "cancel":
+        result = await aruntime.send(sid, body["content"], timeout=timeout, **arguments)
+        return json(result)
+    return json(
+        await send_watching(request, aruntime, sid, body["content"], timeout, arguments)
+    )
+
+
+async def send_watching(
+    request: Request,
+    aruntime: AsyncRuntime,
+    sid: str,
+    content: str,
+    timeout: float | None,
+    arguments: dict[str, Any],
+) -> dict[str, Any]:
+    """Send and wait for the reply, cancelling the turn (``disconnected``) if
+    the caller hangs up first. The body has been read, so the next ASGI message
+    is ``http.disconnect``: the server sends it when the connection closes."""
+    token = CancelToken()
+    sending = asyncio.ensure_future(
+        aruntime.send(sid, content, timeout=timeout, cancel=token, **arguments)
+    )
+    watching = asyncio.ensure_future(hung_up(request))
+    try:
+        await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and not watching.cancelled() and watching.result():
+            token.cancel(DISCONNECTED)
+    finally:
+        watching.cancel()
+    result: dict[str, Any] = await sending
+    return result
+
+
+async def hung_up(request: Request) -> bool:
+    """Wait until the client closes the connection (``True``)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return True
 
 
 async def history(request: Request) -> Response:

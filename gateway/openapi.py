@@ -348,7 +348,8 @@ SCHEMAS: dict[str, Schema] = {
             },
             "on_disconnect": {
                 "enum": ["cancel", "continue"],
-                "description": "What a dropped stream does to its turn "
+                "description": "What a caller that hangs up (stream or "
+                "blocking call) does to its turn "
                 "(default: the server's setting).",
             },
         },

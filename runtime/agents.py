@@ -12,9 +12,11 @@ result is a ``role: tool`` message whose ``metadata`` holds ``tool_call_id``,
 ``name`` and ``status`` (``ok``, ``error`` or ``in_doubt``).
 
 ``run`` returns a generator: closing it (``close()``) cancels the step, and a
-provider must then release its upstream request. An agent may declare
-``history_limit = N`` to be handed the latest ``N`` messages instead of its
-context window.
+provider must then release its upstream request. A generator blocked inside a
+step cannot be closed until it yields; an iterator that also has ``abort()``
+(callable from any thread) lets the runtime cut such a step off at once. An agent
+may declare ``history_limit = N`` to be handed the latest ``N`` messages instead
+of its context window.
 
 ``echo`` is built in and always configured: it replies with the last user message,
 streamed word by word, with deterministic usage, so everything runs offline.

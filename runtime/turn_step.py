@@ -8,7 +8,10 @@ thread never blocks on the agent: it waits on a queue that the pump, the
 cancellation and the deadline all wake. When the turn stops early the pump
 closes the generator (``close()``: the agent's ``finally`` runs and a provider
 releases its upstream request) as soon as the agent hands back control; the
-turn does not wait for that.
+turn does not wait for that. An agent blocked inside a step does not hand back
+control until its server sends something: if the iterator ``run`` returned has
+an ``abort()`` method, the turn thread calls it (an ``openai`` agent then shuts
+its connection down, so the server sees the request end at once).
 
 Stream events of a step: ``content_block_start`` for the text block (index 0,
 opened at once), ``text_delta``; for each tool call a ``tool_use`` block
@@ -176,6 +179,7 @@ def run_step(
     partial: list[str] = []
     blocks = _Blocks()
     final: FinalMessage | None = None
+    finished = False
     try:
         yield {
             "type": "content_block_start",
@@ -190,9 +194,14 @@ def run_step(
                 item = items.get(timeout=remaining)
             except queue.Empty:
                 raise StepStopped(TIMEOUT, "".join(partial)) from None
+            if isinstance(item, TextDelta):
+                # Text the agent gave before the stop is part of what it said:
+                # streamed, and kept in the partial answer.
+                partial.append(item.text)
+                yield {"type": "text_delta", "index": 0, "text": item.text}
             if token.reason is not None:
                 raise StepStopped(token.reason, "".join(partial))
-            if item is _WAKE:
+            if item is _WAKE or isinstance(item, TextDelta):
                 continue
             if item is _END:
                 break
@@ -201,10 +210,7 @@ def run_step(
                 raise StepFailed(
                     error_code(failure), type(failure).__name__
                 ) from failure
-            if isinstance(item, TextDelta):
-                partial.append(item.text)
-                yield {"type": "text_delta", "index": 0, "text": item.text}
-            elif isinstance(item, ToolCallDelta):
+            if isinstance(item, ToolCallDelta):
                 if item.call_id not in blocks.by_call:
                     yield from blocks.start(item.call_id, item.name)
                 yield blocks.json_delta(item.call_id, item.name, item.partial_json)
@@ -220,10 +226,26 @@ def run_step(
                 yield blocks.json_delta(call.call_id, call.name, call.arguments)
         yield from blocks.stop_call()
         yield {"type": "content_block_stop", "index": 0}
+        finished = True
         return final
     finally:
         token.remove_waker(wake)
         stop.set()
+        if not finished:
+            _abort(outputs)
+
+
+def _abort(outputs: Iterator[AgentOutput]) -> None:
+    """Cut a step that stopped early off from its upstream, if it can be."""
+    abort = getattr(outputs, "abort", None)
+    if not callable(abort):
+        return
+    try:
+        abort()
+    except Exception as error:
+        logger.warning(
+            "agent step failed to abort", extra={"error": type(error).__name__}
+        )
 
 
 def calls_of(final: FinalMessage) -> list[ToolCall]:

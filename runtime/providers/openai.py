@@ -21,15 +21,22 @@ HTTP status and at most a short error code of the server's: never the request,
 the response's content, the URL or the API key.
 
 Closing the generator ``run`` returns (``close()``) closes the HTTP response,
-which drops the connection, so the server sees the client go away.
+which drops the connection, so the server sees the client go away. A step
+blocked on a silent stream cannot be closed (its generator is running); its
+``abort()``, callable from any thread, shuts the response's socket down, so
+the read returns at once, the server sees the disconnect and nothing is retried.
+A step still waiting for the response's headers is released when they arrive.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random as _random
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -133,19 +140,25 @@ class OpenAIAgent:
     ) -> Iterator[AgentOutput]:
         """Stream the next step after ``history``; it may call any of ``tools``."""
         body = self.request_body(history, tools)
-        return self._step(body, estimate_input_tokens(body["messages"]))
+        upstream = _Upstream()
+        return _Step(
+            self._step(body, estimate_input_tokens(body["messages"]), upstream),
+            upstream,
+        )
 
-    def _step(self, body: dict[str, Any], input_estimate: int) -> Iterator[AgentOutput]:
+    def _step(
+        self, body: dict[str, Any], input_estimate: int, upstream: _Upstream
+    ) -> Iterator[AgentOutput]:
         attempt = 0
         while True:
             attempt += 1
             assembler = StepAssembler(_new_call_id)
             try:
-                yield from self._attempt(body, assembler, input_estimate)
+                yield from self._attempt(body, assembler, input_estimate, upstream)
                 return
             except _Retryable as failure:
                 error = failure.error
-            if attempt >= self.config.max_attempts:
+            if upstream.aborted or attempt >= self.config.max_attempts:
                 raise error
             delay = self._delay(attempt, error)
             if delay is None:
@@ -171,12 +184,19 @@ class OpenAIAgent:
         return backoff_delay(attempt, self.config.backoff_seconds, cap, self._random)
 
     def _attempt(
-        self, body: dict[str, Any], assembler: StepAssembler, input_estimate: int
+        self,
+        body: dict[str, Any],
+        assembler: StepAssembler,
+        input_estimate: int,
+        upstream: _Upstream,
     ) -> Iterator[AgentOutput]:
         """One request. Raises ``_Retryable`` for a failure that may be retried
         (nothing was streamed yet), ``ProviderError`` for one that may not."""
         try:
-            with self._client.stream("POST", self.url, json=body) as response:
+            with (
+                self._client.stream("POST", self.url, json=body) as response,
+                upstream.holding(response),
+            ):
                 if response.status_code >= 400:
                     raise self._status_error(response)
                 if "text/event-stream" in response.headers.get("content-type", ""):
@@ -285,6 +305,71 @@ class OpenAIAgent:
             agent_id=config.id,
         )
         return error if assembler.streamed_anything else _Retryable(error)
+
+
+class _Upstream:
+    """The response a step is reading, so another thread can cut it off."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._response: httpx.Response | None = None
+        self.aborted = False
+
+    @contextlib.contextmanager
+    def holding(self, response: httpx.Response) -> Iterator[None]:
+        """While the step reads ``response`` (cut at once if it was aborted).
+
+        Let go before the response is closed: its connection then goes back to
+        the pool, where another request may take it, and must not be cut."""
+        with self._lock:
+            self._response = response
+            if self.aborted:
+                _shut_down(response)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._response = None
+
+    def abort(self) -> None:
+        """Stop the step: no more attempts, and the current response's
+        connection is shut down (a read blocked on it returns at once)."""
+        with self._lock:
+            self.aborted = True
+            if self._response is not None:
+                _shut_down(self._response)
+
+
+def _shut_down(response: httpx.Response) -> None:
+    # ``shutdown`` (unlike ``close``) wakes a thread blocked reading the socket;
+    # the connection is then dropped from the pool as broken.
+    stream = response.extensions.get("network_stream")
+    raw = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(raw, socket.socket):
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_RDWR)
+
+
+class _Step(Iterator[AgentOutput]):
+    """The iterator ``OpenAIAgent.run`` returns: the step's generator, plus
+    ``abort()`` for a caller that must not wait for the next chunk."""
+
+    def __init__(self, outputs: Iterator[AgentOutput], upstream: _Upstream) -> None:
+        self._outputs = outputs
+        self._upstream = upstream
+
+    def __next__(self) -> AgentOutput:
+        return next(self._outputs)
+
+    def close(self) -> None:
+        """Close the generator (releases the response when it is not running)."""
+        close = getattr(self._outputs, "close", None)
+        if close is not None:
+            close()
+
+    def abort(self) -> None:
+        """Cut the step off from any thread (see the module docstring)."""
+        self._upstream.abort()
 
 
 def _error_document(response: httpx.Response) -> Any:

@@ -35,7 +35,10 @@ A reply with ``stall_after=n`` sends ``n`` chunks and then holds the stream
 open until ``reply.release`` is set; ``request.disconnected`` is set when the
 client closes the connection meanwhile (cancellation tests wait on it). When
 the queue is empty the server answers 500 (``when_empty="error"``, the default)
-or echoes the last user message (``when_empty="echo"``).
+or echoes the last user message (``when_empty="echo"``). ``route``, a function
+of the request body, may answer a request itself instead of the queue (return a
+:class:`Reply`, or ``None`` to leave it to the queue): a test that cannot know
+when a side request comes (a context summary) answers it by what it asks.
 
 It also runs as a process, for tests that kill the process using it::
 
@@ -62,7 +65,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -352,10 +355,17 @@ class RecordedRequest:
 class OpenAIServer:
     """The server; a context manager that starts and stops it."""
 
-    def __init__(self, *, port: int = 0, when_empty: str = "error") -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        when_empty: str = "error",
+        route: Callable[[Any], Reply | None] | None = None,
+    ) -> None:
         if when_empty not in ("error", "echo"):
             raise ValueError("when_empty is error or echo")
         self.when_empty = when_empty
+        self.route = route
         self._replies: deque[Reply] = deque()
         self._held: list[Reply] = []
         self._requests: list[RecordedRequest] = []
@@ -439,9 +449,12 @@ class OpenAIServer:
             return list(self._requests[:count])
 
     def _take(self, request: RecordedRequest) -> Reply:
+        routed = self.route(request.body) if self.route is not None else None
         with self._changed:
             self._requests.append(request)
             self._changed.notify_all()
+            if routed is not None:
+                return routed
             if self._replies:
                 reply = self._replies.popleft()
                 self._held.append(reply)
@@ -484,7 +497,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             if self.path == "/_control/replies":
-                server.script(*(reply_from_json(r) for r in body["replies"]))
+                replies = body["replies"] if isinstance(body, dict) else []
+                server.script(*(reply_from_json(r) for r in replies))
                 self._json(200, {"pending": server.pending})
                 return
             if self.path == "/_control/release":
@@ -580,7 +594,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if not readable:
                 return False
             try:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
+                return bool(self.connection.recv(1, socket.MSG_PEEK) == b"")
             except OSError:
                 return True
 
