@@ -9,11 +9,11 @@ from projections.documents import (
     message_document,
     session_document,
 )
-from projections.views import APPLICATION_NAME, SQLiteSessionViews, index_row
+from projections.views import APPLICATION_NAME, SessionViews, index_row
 
 __all__ = [
     "APPLICATION_NAME",
-    "SQLiteSessionViews",
+    "SessionViews",
     "decode_state",
     "encode_state",
     "event_document",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,11 +30,11 @@ class Cursor(Protocol):
     def execute(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-class TransactionSource(Protocol):
-    """Something that opens a write transaction and yields its cursor."""
+Transaction = Callable[[], AbstractContextManager[Any]]
+"""Opens a write transaction (committed when its block ends) and yields its cursor."""
 
-    def transaction(self, *, commit: bool) -> Any: ...
-
+BeforeBatch = Callable[[Any], None]
+"""Runs first in a batch's transaction (e.g. to take the log's insert lock)."""
 
 WriteFunction = Callable[[Any, Any], Sequence[int]]
 """Writes one payload on a cursor and returns the notification ids it took."""
@@ -58,14 +59,16 @@ class GroupCommitter:
 
     def __init__(
         self,
-        datastore: TransactionSource,
+        transaction: Transaction,
         write: WriteFunction,
         integrity_errors: tuple[type[BaseException], ...],
+        before_batch: BeforeBatch | None = None,
         after_batch: AfterBatch | None = None,
         after_commit: AfterCommit | None = None,
         max_batch: int = 512,
     ) -> None:
-        self._datastore = datastore
+        self._transaction = transaction
+        self._before_batch = before_batch
         self._write = write
         self._integrity_errors = integrity_errors
         self._after_batch = after_batch
@@ -102,7 +105,9 @@ class GroupCommitter:
     def _commit(self, batch: list[_Write]) -> None:
         committed = False
         try:
-            with self._datastore.transaction(commit=True) as cursor:
+            with self._transaction() as cursor:
+                if self._before_batch is not None:
+                    self._before_batch(cursor)
                 highest = 0
                 for item in batch:
                     cursor.execute("SAVEPOINT write")

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Recording
 from eventsourcing.utils import strtobool
 
 from aggregates.session import Session
-from projections.views import SQLiteSessionViews
+from projections.views import SessionViews
 from runtime.bus import EventBus
 from runtime.mapper import SessionMapper
-from runtime.persistence import (
-    DurableSQLiteFactory,
-    SessionsRecorder,
-    eventsourcing_env,
-)
+from runtime.persistence import SessionStoreFactory, eventsourcing_env
 from runtime.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,7 +61,7 @@ class Sessions(Application[str]):
     name = "Sessions"
     snapshot_class = Session.Snapshot
 
-    views: SQLiteSessionViews
+    views: SessionViews
     bus: EventBus
 
     def __init__(
@@ -99,20 +95,15 @@ class Sessions(Application[str]):
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The group-committing recorder that also writes the views."""
-        factory = self.factory
-        assert isinstance(factory, DurableSQLiteFactory)
-        self.views = SQLiteSessionViews(factory.datastore)
-        self.views.create_table()
+        factory = cast("SessionStoreFactory", self.factory)
         self.bus = EventBus()
-        recorder = SessionsRecorder(
-            factory.datastore,
-            self.views,
+        recorder = factory.session_store(
             self.bus,
             clock=self.settings.clock,
             server_webhooks=self.settings.webhooks,
         )
-        recorder.create_table()
-        return recorder
+        self.views = recorder.views
+        return cast("ApplicationRecorder", recorder)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[str]]:
         """``Application.save``, but a session's pending events are collected
@@ -162,9 +153,7 @@ class Sessions(Application[str]):
         return rebuilt + self._write_views(batch, position)
 
     def _write_views(self, sessions: list[Session], position: int | None) -> int:
-        factory = self.factory
-        assert isinstance(factory, DurableSQLiteFactory)
-        with factory.datastore.transaction(commit=True) as cursor:
+        with self.views.writing() as cursor:
             self.views.project(cursor, sessions, position or None)
         return len(sessions)
 

@@ -125,6 +125,13 @@ class Settings:
     actor_timeout: float = 30.0
     snapshot_interval: int = 100
     sqlite_lock_timeout: int = 10
+    # PostgreSQL (``db`` is a ``postgresql://`` DSN): connections kept open, how
+    # many more may be opened under load, and seconds to wait for a lock or for
+    # a connection (from the pool or the server) before failing.
+    postgres_pool_size: int = 5
+    postgres_max_overflow: int = 15
+    postgres_lock_timeout: int = 10
+    postgres_connect_timeout: int = 10
     supervisor_interval: float = 0.5
     retention_days: float | None = 30.0
     retention_keep_checkpoints: bool = False
@@ -166,6 +173,10 @@ class Settings:
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
+            ("postgres_pool_size", "SESSIOND_POSTGRES_POOL_SIZE", int),
+            ("postgres_max_overflow", "SESSIOND_POSTGRES_MAX_OVERFLOW", int),
+            ("postgres_lock_timeout", "SESSIOND_POSTGRES_LOCK_TIMEOUT", int),
+            ("postgres_connect_timeout", "SESSIOND_POSTGRES_CONNECT_TIMEOUT", int),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
             (
                 "retention_keep_checkpoints",

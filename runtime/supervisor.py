@@ -28,7 +28,7 @@ import pykka
 from projections.documents import format_time
 
 if TYPE_CHECKING:
-    from projections.views import SQLiteSessionViews
+    from projections.views import SessionViews
     from runtime.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class LifecycleSupervisor(pykka.ThreadingActor):
 
     def __init__(
         self,
-        views: SQLiteSessionViews,
+        views: SessionViews,
         clock: Clock,
         dispatch: Dispatch,
         purge: Purge,

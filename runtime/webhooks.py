@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from projections.views import SQLiteSessionViews
+    from projections.views import SessionViews
     from runtime.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class WebhookDeliverer:
 
     def __init__(
         self,
-        views: SQLiteSessionViews,
+        views: SessionViews,
         clock: Clock,
         *,
         max_attempts: int,

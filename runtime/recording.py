@@ -1,0 +1,170 @@
+"""The recorder both backends share: events, the views they imply, the webhook
+outbox rows they announce and the tracking position, in one group-committed
+transaction; subscribers are told only after the commit.
+
+A backend supplies how a batch of stored events is inserted on a cursor (and
+returns its notification ids), what runs first in each batch (PostgreSQL takes
+the log's insert lock there), which driver errors are integrity errors, and how
+driver errors become eventsourcing's.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from projections.codec import decode_state
+from projections.documents import event_document, event_type_name
+from runtime.committer import GroupCommitter
+
+if TYPE_CHECKING:
+    from eventsourcing.persistence import StoredEvent
+
+    from aggregates.session import Session
+    from projections.sql import Cursor
+    from projections.views import SessionViews
+    from runtime.bus import EventBus
+    from runtime.clock import Clock
+
+
+class SessionsRecorder:
+    """Records session events together with the view rows, outbox rows and
+    tracking position they imply, through a :class:`GroupCommitter`.
+
+    A mixin: each backend's recorder puts it before eventsourcing's application
+    recorder of that backend (whose reads it keeps) and calls
+    :meth:`_init_sessions_recorder` from its constructor.
+    """
+
+    views: SessionViews
+    committer: GroupCommitter
+
+    def _init_sessions_recorder(
+        self,
+        views: SessionViews,
+        bus: EventBus,
+        *,
+        clock: Clock,
+        server_webhooks: tuple[Mapping[str, Any], ...],
+        integrity_errors: tuple[type[BaseException], ...],
+    ) -> None:
+        self.views = views
+        self.bus = bus
+        self.clock = clock
+        self.server_webhooks = server_webhooks
+        self.on_outbox: Callable[[], None] | None = None
+        self._outbox_written = False
+        self.events_recorded = 0
+        self.committer = GroupCommitter(
+            views.writing,
+            self._write,
+            integrity_errors=integrity_errors,
+            before_batch=self._before_batch,
+            after_batch=views.advance,
+            after_commit=self._published,
+        )
+
+    # --- what a backend supplies
+
+    @abstractmethod
+    def _insert_rows(
+        self, cursor: Cursor, stored_events: Sequence[StoredEvent]
+    ) -> Sequence[int]:
+        """Insert ``stored_events`` on ``cursor``; their notification ids."""
+
+    @abstractmethod
+    def _translate(self, error: BaseException) -> BaseException:
+        """The eventsourcing error (``IntegrityError``, ``PersistenceError``...)
+        a driver error stands for; other errors as they are."""
+
+    def _before_batch(self, cursor: Cursor) -> None:
+        """Runs first in every batch's transaction (nothing by default)."""
+
+    # --- shared
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Record events (and their sessions' view rows) durably."""
+        sessions: Sequence[Session] = kwargs.get("sessions", ())
+        try:
+            return self.committer.write((stored_events, sessions))
+        except Exception as error:
+            translated = self._translate(error)
+            if translated is error:
+                raise
+            raise translated from error
+
+    def _write(self, cursor: Cursor, payload: Any) -> Sequence[int]:
+        stored_events, sessions = payload
+        ids = self._insert_rows(cursor, stored_events)
+        self.views.project(cursor, sessions, None)
+        self._enqueue_webhooks(cursor, stored_events, sessions)
+        return ids
+
+    def _enqueue_webhooks(
+        self,
+        cursor: Cursor,
+        stored_events: Sequence[StoredEvent],
+        sessions: Sequence[Session],
+    ) -> None:
+        # The outbox rows are written in the same transaction as the events they
+        # announce: a delivery exists exactly when its event does.
+        targets = {
+            s.id: [*self.server_webhooks, *([s.webhook] if s.webhook else [])]
+            for s in sessions
+        }
+        if not any(targets.values()):
+            return
+        now_ms = int(self.clock.now().timestamp() * 1000)
+        rows = []
+        for stored in stored_events:
+            session_id = str(stored.originator_id)
+            hooks = targets.get(session_id)
+            if not hooks:
+                continue
+            kind = event_type_name(stored.topic)
+            document = event_document(
+                stored.originator_version, stored.topic, decode_state(stored.state)
+            )
+            payload = orjson.dumps({"session_id": session_id, "event": document})
+            for hook in hooks:
+                wanted = hook.get("events")
+                if wanted and kind not in wanted:
+                    continue
+                rows.append(
+                    (
+                        session_id,
+                        stored.originator_version,
+                        hook["url"],
+                        orjson.dumps(hook.get("headers") or {}),
+                        payload,
+                        now_ms,
+                    )
+                )
+        if rows:
+            self.views.enqueue_webhooks(cursor, rows)
+            self._outbox_written = True
+
+    def _published(self, written: list[tuple[Any, Sequence[int]]]) -> None:
+        # Runs after the commit: subscribers only ever see durable events.
+        if self._outbox_written and self.on_outbox is not None:
+            self._outbox_written = False
+            self.on_outbox()
+        bus = self.bus
+        for (stored_events, _), _ids in written:
+            self.events_recorded += len(stored_events)
+            for stored in stored_events:
+                session_id = str(stored.originator_id)
+                if bus.has_subscribers(session_id):
+                    offset = stored.originator_version
+                    document = event_document(
+                        offset, stored.topic, decode_state(stored.state)
+                    )
+                    bus.publish(
+                        session_id,
+                        {"type": "event", "offset": offset, "event": document},
+                    )
