@@ -112,8 +112,9 @@ class PostgresDatabases:
 
 
 def empty(dsn: str) -> None:
-    """Remove every row sessiond wrote (the tables stay, so the next test does
-    not pay for creating them)."""
+    """Remove every row sessiond wrote and restart its sequences (the tables
+    stay, so the next test does not pay for creating them). ``DELETE`` rather
+    than ``TRUNCATE``: on a few rows it is several times faster."""
     with psycopg.connect(dsn, autocommit=True) as connection:
         present = {
             row[0]
@@ -121,17 +122,24 @@ def empty(dsn: str) -> None:
                 "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
             )
         }
-        tables = [t for t in TABLES if t in present]
-        if tables:
-            connection.execute("SET lock_timeout = '20s'")
-            connection.execute(
-                f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"  # type: ignore[arg-type]
+        sequences = [
+            row[0]
+            for row in connection.execute(
+                "SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"
             )
-        if "tracking" in present:
-            # eventsourcing's own row says the table is the single-row kind.
-            connection.execute(
-                "DELETE FROM tracking WHERE application_name != '__migration__'"
-            )
+        ]
+        with connection.transaction():
+            connection.execute("SET LOCAL lock_timeout = '20s'")
+            for table in TABLES:
+                if table in present:
+                    connection.execute(f"DELETE FROM {table}")  # type: ignore[arg-type]
+            if "tracking" in present:
+                # eventsourcing's own row says the table is the single-row kind.
+                connection.execute(
+                    "DELETE FROM tracking WHERE application_name != '__migration__'"
+                )
+            for sequence in sequences:
+                connection.execute("SELECT setval(%s, 1, false)", (sequence,))
 
 
 def _uri_tail(params: dict[str, Any]) -> str:
