@@ -25,6 +25,7 @@ from bench import (
     history,
     http,
     memory,
+    postgres,
     storage,
 )
 from bench.common import (
@@ -46,6 +47,7 @@ FIGURES: dict[str, Callable[[Options], list[Result]]] = {
     "7": memory.run,
     "http": http.run,
     "lifecycle": bench_supervisor.run,
+    "pg": postgres.run,
 }
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "SessionViews",
     "epoch_ms",
     "index_row",
+    "schedule_rows",
 ]
 
 INDEX_COLUMNS = (
@@ -111,6 +112,21 @@ def index_row(session: Session) -> tuple[Any, ...]:
     )
 
 
+def schedule_rows(
+    sessions: Iterable[Session],
+) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The schedule rows ``(session_id, due_ms, what)`` of the sessions with a
+    next deadline, and the ids of those without one."""
+    scheduled, unscheduled = [], []
+    for session in sessions:
+        found = session.next_deadline()
+        if found is None:
+            unscheduled.append(session.id)
+        else:
+            scheduled.append((session.id, epoch_ms(found[0]), found[1].value))
+    return scheduled, unscheduled
+
+
 class SessionViews(LogReads, WebhookOutbox):
     """The session index, schedule, history and webhook outbox, in any dialect."""
 
@@ -127,19 +143,13 @@ class SessionViews(LogReads, WebhookOutbox):
         transaction (the one that records their events)."""
         sessions = list(sessions)
         c.executemany(self.q(_UPSERT_INDEX), [index_row(s) for s in sessions])
-        scheduled, unscheduled = [], []
-        for session in sessions:
-            found = session.next_deadline()
-            if found is None:
-                unscheduled.append((session.id,))
-            else:
-                scheduled.append((session.id, epoch_ms(found[0]), found[1].value))
+        scheduled, unscheduled = schedule_rows(sessions)
         if scheduled:
             c.executemany(self.q(_UPSERT_SCHEDULE), scheduled)
         if unscheduled:
             c.executemany(
                 self.q("DELETE FROM session_schedule WHERE session_id = ?"),
-                unscheduled,
+                [(session_id,) for session_id in unscheduled],
             )
         if notification_id is not None:
             self.advance(c, notification_id)

@@ -16,7 +16,7 @@ apart the same way on both backends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from eventsourcing.postgres import (
     PostgresFactory,
 )
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.sql import SQL
 
 from projections.postgres_views import PostgresSessionViews
 from projections.sql import EVENTS_TABLE
@@ -53,6 +54,27 @@ database (``sslmode``, ``application_name``...), as a conninfo string."""
 
 SCHEMA_LOCK_KEY = 0x5E5510D
 """The advisory lock held while creating the schema."""
+
+INSERT_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION sessiond_insert_events(events stored_event_text[])
+RETURNS SETOF bigint LANGUAGE plpgsql AS $$
+BEGIN
+    -- eventsourcing's rule: one inserting transaction at a time (EXCLUSIVE does
+    -- not block readers), so notification ids are issued in commit order and
+    -- a reader following them never passes one that commits later.
+    LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
+    -- Wakes every LISTENer (other nodes) when the transaction commits.
+    NOTIFY {EVENTS_TABLE};
+    RETURN QUERY INSERT INTO {EVENTS_TABLE}
+        (originator_id, originator_version, topic, state)
+        SELECT originator_id, originator_version, topic, state FROM unnest(events)
+        RETURNING notification_id;
+END $$
+"""
+"""Lock, notify and insert in one round trip (what eventsourcing's recorder does
+in three statements)."""
+
+INSERT_STATEMENT = "SELECT sessiond_insert_events(%s)"
 
 CONSTRAINT_WORDS = {
     "session_index_user_name": (
@@ -113,6 +135,7 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
         PostgresApplicationRecorder.__init__(
             self, datastore, events_table_name=EVENTS_TABLE
         )
+        self.sql_create_statements.append(SQL(INSERT_FUNCTION).format())
         self._init_sessions_recorder(
             views,
             bus,
@@ -121,18 +144,24 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
             integrity_errors=(psycopg.IntegrityError,),
         )
 
-    def _before_batch(self, cursor: Cursor) -> None:
-        # Once per batch, not per write: the table lock that orders notification
-        # ids by commit, and the notification that wakes LISTENers on commit.
-        self._lock_table(cursor)  # type: ignore[arg-type]
-        self._notify_channel(cursor)  # type: ignore[arg-type]
-
     def _insert_rows(
         self, cursor: Cursor, stored_events: Sequence[StoredEvent]
-    ) -> Sequence[int]:
-        # The plain insert (``RETURNING notification_id``): the lock is taken.
-        PostgresAggregateRecorder._insert_stored_events(self, cursor, stored_events)  # type: ignore[arg-type]
-        return [int(row[0]) for row in cursor.fetchall()]
+    ) -> Callable[[], Sequence[int]]:
+        # One round trip: sessiond_insert_events takes the lock, notifies and
+        # inserts (see INSERT_FUNCTION).
+        cursor.execute(
+            INSERT_STATEMENT,
+            (
+                [
+                    self.construct_pg_stored_event(
+                        e.originator_id, e.originator_version, e.topic, e.state
+                    )
+                    for e in stored_events
+                ],
+            ),
+        )
+        ids = [int(row[0]) for row in cursor.fetchall()]
+        return lambda: ids
 
     def _translate(self, error: BaseException) -> BaseException:
         if isinstance(error, psycopg.IntegrityError):
@@ -151,11 +180,13 @@ class PostgresSessionsFactory(PostgresFactory):
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
-        extra = self.env.get(POSTGRES_EXTRA_CONNINFO) or ""
-        if extra:
-            kwargs = self.datastore.pool.kwargs
-            assert isinstance(kwargs, dict)
-            kwargs.update(conninfo_to_dict(extra))
+        kwargs = self.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)
+        kwargs.update(conninfo_to_dict(self.env.get(POSTGRES_EXTRA_CONNINFO) or ""))
+        # The lock timeout as a session setting, not a ``SET LOCAL`` statement
+        # in every write transaction.
+        options = f"-c lock_timeout={int(self.datastore.lock_timeout)}s"
+        kwargs["options"] = f"{kwargs.get('options') or ''} {options}".strip()
 
     @contextmanager
     def schema_lock(self) -> Iterator[None]:

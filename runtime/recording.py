@@ -2,16 +2,18 @@
 outbox rows they announce and the tracking position, in one group-committed
 transaction; subscribers are told only after the commit.
 
-A backend supplies how a batch of stored events is inserted on a cursor (and
-returns its notification ids), what runs first in each batch (PostgreSQL takes
-the log's insert lock there), which driver errors are integrity errors, and how
-driver errors become eventsourcing's.
+A backend supplies the batch's transaction, how stored events are inserted on
+its cursor (and their notification ids got back once the write's statements are
+all sent: PostgreSQL pipelines them, one round trip per write), what runs first
+in each batch (PostgreSQL takes the log's insert lock there), which driver errors
+are integrity errors, and how driver errors become eventsourcing's.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -59,7 +61,7 @@ class SessionsRecorder:
         self._outbox_written = False
         self.events_recorded = 0
         self.committer = GroupCommitter(
-            views.writing,
+            self._transaction,
             self._write,
             integrity_errors=integrity_errors,
             before_batch=self._before_batch,
@@ -72,8 +74,15 @@ class SessionsRecorder:
     @abstractmethod
     def _insert_rows(
         self, cursor: Cursor, stored_events: Sequence[StoredEvent]
-    ) -> Sequence[int]:
-        """Insert ``stored_events`` on ``cursor``; their notification ids."""
+    ) -> Callable[[], Sequence[int]]:
+        """Insert ``stored_events`` on ``cursor``'s transaction. Returns what to
+        call once the rest of the write is sent: it waits for the write's
+        statements (raising the first one's error) and returns the events'
+        notification ids."""
+
+    def _transaction(self) -> AbstractContextManager[Cursor]:
+        """A batch's transaction (the views' write transaction by default)."""
+        return self.views.writing()
 
     @abstractmethod
     def _translate(self, error: BaseException) -> BaseException:
@@ -100,10 +109,10 @@ class SessionsRecorder:
 
     def _write(self, cursor: Cursor, payload: Any) -> Sequence[int]:
         stored_events, sessions = payload
-        ids = self._insert_rows(cursor, stored_events)
+        inserted = self._insert_rows(cursor, stored_events)
         self.views.project(cursor, sessions, None)
         self._enqueue_webhooks(cursor, stored_events, sessions)
-        return ids
+        return inserted()
 
     def _enqueue_webhooks(
         self,

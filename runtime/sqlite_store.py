@@ -4,7 +4,7 @@ snapshot table as a rowid table, and the sessions recorder on SQLite."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError, PersistenceError
@@ -100,8 +100,10 @@ class SQLiteSessionsRecorder(SessionsRecorder, SQLiteApplicationRecorder):
 
     def _insert_rows(
         self, cursor: Cursor, stored_events: Sequence[StoredEvent]
-    ) -> Sequence[int]:
-        return self._insert_events(cursor, stored_events) or []  # type: ignore[arg-type]
+    ) -> Callable[[], Sequence[int]]:
+        # SQLite runs each statement as it is given: the ids are known now.
+        ids = self._insert_events(cursor, stored_events) or []  # type: ignore[arg-type]
+        return lambda: ids
 
     def _translate(self, error: BaseException) -> BaseException:
         if isinstance(error, sqlite3.IntegrityError):
