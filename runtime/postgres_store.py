@@ -164,6 +164,11 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
         return lambda: ids
 
     def _translate(self, error: BaseException) -> BaseException:
+        # A lone write's error reaches here through eventsourcing's connection
+        # wrapper (as its IntegrityError, with the driver's text, which quotes
+        # the clashing values); a batched write's as the driver raised it.
+        if isinstance(error.__cause__, psycopg.IntegrityError):
+            error = error.__cause__
         if isinstance(error, psycopg.IntegrityError):
             name = error.diag.constraint_name or "unknown"
             words = CONSTRAINT_WORDS.get(name, name)
