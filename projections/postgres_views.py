@@ -19,33 +19,11 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL
 
 from projections.sql import TRACKING_TABLE
-from projections.views import INDEX_COLUMNS, SessionViews, index_row, schedule_rows
+from projections.views import SessionViews
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from aggregates.session import Session
     from projections.sql import Cursor
 
-_INDEX_TYPES = (
-    "text", "text", "text", "text", "text", "text", "integer", "text",
-    "text", "text", "text", "integer", "bytea", "bytea",
-)  # fmt: skip
-PROJECT_STATEMENT = (
-    "WITH idx AS ("
-    f"INSERT INTO session_index ({','.join(INDEX_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"%s::{t}[]" for t in _INDEX_TYPES)
-    + ") ON CONFLICT (session_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in INDEX_COLUMNS[1:])
-    + "), scheduled AS (INSERT INTO session_schedule "
-    "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[]) "
-    "ON CONFLICT (session_id) DO UPDATE SET due_ms = excluded.due_ms, "
-    "due = excluded.due"
-    "), unscheduled AS (DELETE FROM session_schedule WHERE session_id = ANY(%s)) "
-    "SELECT 1"
-)
-"""The index rows and the schedule of a write's sessions in one statement (one
-round trip): data-modifying CTEs over arrays, one per column."""
 
 POSTGRES_VIEWS_DDL = (
     "CREATE TABLE IF NOT EXISTS session_index ("
@@ -110,26 +88,6 @@ class PostgresSessionViews(SessionViews, PostgresTrackingRecorder):
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, tracking_table_name=TRACKING_TABLE)
         self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_VIEWS_DDL)
-
-    def project(
-        self, c: Cursor, sessions: Iterable[Session], notification_id: int | None
-    ) -> None:
-        """:meth:`SessionViews.project` in one statement."""
-        sessions = list(sessions)
-        rows = [index_row(s) for s in sessions]
-        scheduled, unscheduled = schedule_rows(sessions)
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        schedule = [list(column) for column in zip(*scheduled, strict=True)]
-        c.execute(
-            PROJECT_STATEMENT,
-            [
-                *(columns or [[]] * len(INDEX_COLUMNS)),
-                *(schedule or [[]] * 3),
-                unscheduled,
-            ],
-        )
-        if notification_id is not None:
-            self.advance(c, notification_id)
 
     def q(self, statement: str) -> str:
         """The statement with psycopg placeholders."""

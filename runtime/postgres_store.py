@@ -5,19 +5,25 @@ Tables are named as on SQLite (``stored_events``, ``stored_snapshots``,
 ``tracking``), so the shared statements serve both. Schema creation at start-up
 runs under an advisory lock, so nodes starting together do not race on it.
 
-How other processes learn of a write: every insert transaction takes eventsourcing's
-``EXCLUSIVE`` lock on ``stored_events`` (so notification ids are issued in commit
-order and a reader tailing by notification id never skips one that commits
-later) and sends ``NOTIFY stored_events``; eventsourcing's ``subscribe`` (LISTEN)
-wakes on it. Integrity errors are reported in the words SQLite uses for the same
-constraint, so callers tell a taken name, a taken scope key and a second writer
-apart the same way on both backends.
+A write is one round trip: its statements (lock, notify, insert, tracking, view
+rows, outbox rows) go to the server as one multi-statement query, which the
+server runs as one transaction (see :class:`StatementBuffer`). Reads (snapshots,
+event replay) are eventsourcing's.
+
+How other processes learn of a write: every inserting transaction takes
+eventsourcing's ``EXCLUSIVE`` lock on ``stored_events`` (so notification ids are
+issued in commit order and a reader tailing by notification id never skips one
+that commits later) and sends ``NOTIFY stored_events``, which wakes
+eventsourcing's ``subscribe`` (LISTEN) on every node at the commit. Integrity
+errors are reported in the words SQLite uses for the same constraint, so callers
+tell a taken name, a taken scope key and a second writer apart the same way on
+both backends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -33,11 +39,12 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
+from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.sql import SQL
+from psycopg.rows import tuple_row
 
 from projections.postgres_views import PostgresSessionViews
-from projections.sql import EVENTS_TABLE
+from projections.sql import APPLICATION_NAME, EVENTS_TABLE, TRACKING_TABLE
 from runtime.recording import SessionsRecorder
 
 if TYPE_CHECKING:
@@ -55,26 +62,15 @@ database (``sslmode``, ``application_name``...), as a conninfo string."""
 SCHEMA_LOCK_KEY = 0x5E5510D
 """The advisory lock held while creating the schema."""
 
-INSERT_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION sessiond_insert_events(events stored_event_text[])
-RETURNS SETOF bigint LANGUAGE plpgsql AS $$
-BEGIN
-    -- eventsourcing's rule: one inserting transaction at a time (EXCLUSIVE does
-    -- not block readers), so notification ids are issued in commit order and
-    -- a reader following them never passes one that commits later.
-    LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE;
-    -- Wakes every LISTENer (other nodes) when the transaction commits.
-    NOTIFY {EVENTS_TABLE};
-    RETURN QUERY INSERT INTO {EVENTS_TABLE}
-        (originator_id, originator_version, topic, state)
-        SELECT originator_id, originator_version, topic, state FROM unnest(events)
-        RETURNING notification_id;
-END $$
-"""
-"""Lock, notify and insert in one round trip (what eventsourcing's recorder does
-in three statements)."""
-
-INSERT_STATEMENT = "SELECT sessiond_insert_events(%s)"
+ADVANCE_TO_LATEST = (
+    f"INSERT INTO {TRACKING_TABLE} (application_name, notification_id) "
+    f"SELECT %s, max(notification_id) FROM {EVENTS_TABLE} "
+    "ON CONFLICT (application_name) DO UPDATE "
+    "SET notification_id = excluded.notification_id "
+    f"WHERE {TRACKING_TABLE}.notification_id < excluded.notification_id"
+)
+"""Tracking to the log's last notification id: under the insert lock that is
+this transaction's last one, so the write needs no answer before sending it."""
 
 CONSTRAINT_WORDS = {
     "session_index_user_name": (
@@ -87,6 +83,67 @@ CONSTRAINT_WORDS = {
     ),
 }
 """PostgreSQL constraint names and what SQLite calls the same constraint."""
+
+INSERT_EVENTS = (
+    f"INSERT INTO {EVENTS_TABLE} "
+    "(originator_id, originator_version, topic, state) VALUES "
+)
+
+
+class StatementBuffer:
+    """The committer's cursor on PostgreSQL: it collects a write's statements
+    and sends them as one multi-statement query (values bound client-side), so
+    a write costs one round trip.
+
+    The server runs a multi-statement query as one transaction, so a lone write
+    needs no ``BEGIN``/``COMMIT``; the first ``SAVEPOINT`` (the committer sends
+    one per write only when a batch holds several) opens an explicit
+    transaction, committed when the batch ends.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._cursor = ClientCursor(connection, row_factory=tuple_row)
+        self._parts: list[str] = []
+        self.began = False
+
+    def execute(self, query: Any, params: Any = None) -> None:
+        """Add a statement (``%s`` placeholders) to the next query."""
+        if not self.began and str(query).startswith("SAVEPOINT"):
+            self._parts.append("BEGIN")
+            self.began = True
+        self._parts.append(self._cursor.mogrify(query, params))
+
+    def executemany(self, query: Any, params_seq: Any) -> None:
+        """Add the statement once per parameter set."""
+        for params in params_seq:
+            self.execute(query, params)
+
+    def mark(self) -> int:
+        """Where the next statement's result will be in the next query."""
+        return len(self._parts)
+
+    def flush(self, want: int | None = None) -> list[Any]:
+        """Send what is collected (raising the first statement's error); the
+        rows of statement number ``want``."""
+        parts, self._parts = self._parts, []
+        if not parts:
+            return []
+        self._cursor.execute(";".join(parts))
+        rows: list[Any] = []
+        for index in range(len(parts)):
+            if index == want:
+                rows = self._cursor.fetchall()
+            if not self._cursor.nextset():
+                break
+        return rows
+
+    def fetchone(self) -> Any:
+        """Not available: results come back from :meth:`flush`."""
+        raise NotImplementedError
+
+    def fetchall(self) -> list[Any]:
+        """Not available: results come back from :meth:`flush`."""
+        raise NotImplementedError
 
 
 def postgres_env(settings: Settings) -> dict[str, str]:
@@ -135,33 +192,61 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
         PostgresApplicationRecorder.__init__(
             self, datastore, events_table_name=EVENTS_TABLE
         )
-        self.sql_create_statements.append(SQL(INSERT_FUNCTION).format())
         self._init_sessions_recorder(
             views,
             bus,
             clock=clock,
             server_webhooks=server_webhooks,
             integrity_errors=(psycopg.IntegrityError,),
+            # Tracking is advanced within each write (see _insert_rows).
+            advance=None,
         )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Cursor]:
+        with self.datastore.get_connection() as connection:
+            buffer = StatementBuffer(connection)
+            try:
+                yield buffer
+            except BaseException:
+                if buffer.began:
+                    with suppress(psycopg.Error):
+                        connection.execute("ROLLBACK")
+                raise
+            if buffer.began:
+                buffer.execute("COMMIT")
+            buffer.flush()
 
     def _insert_rows(
         self, cursor: Cursor, stored_events: Sequence[StoredEvent]
     ) -> Callable[[], Sequence[int]]:
-        # One round trip: sessiond_insert_events takes the lock, notifies and
-        # inserts (see INSERT_FUNCTION).
+        assert isinstance(cursor, StatementBuffer)
+        # eventsourcing's rule: one inserting transaction at a time (EXCLUSIVE
+        # does not block readers), so notification ids are issued in commit
+        # order and a reader following them never passes one that commits
+        # later. NOTIFY wakes every LISTENer (other nodes) at the commit.
+        cursor.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
+        cursor.execute(f"NOTIFY {self.channel_name}")
+        at = cursor.mark()
         cursor.execute(
-            INSERT_STATEMENT,
-            (
-                [
-                    self.construct_pg_stored_event(
-                        e.originator_id, e.originator_version, e.topic, e.state
-                    )
-                    for e in stored_events
-                ],
-            ),
+            INSERT_EVENTS
+            + ", ".join(["(%s, %s, %s, %s)"] * len(stored_events))
+            + " RETURNING notification_id",
+            [
+                value
+                for e in stored_events
+                for value in (
+                    str(e.originator_id),
+                    e.originator_version,
+                    e.topic,
+                    e.state,
+                )
+            ],
         )
-        ids = [int(row[0]) for row in cursor.fetchall()]
-        return lambda: ids
+        cursor.execute(ADVANCE_TO_LATEST, (APPLICATION_NAME,))
+        # The views' and outbox's statements join these; all go to the server
+        # when the write asks for its ids.
+        return lambda: [int(row[0]) for row in cursor.flush(want=at)]
 
     def _translate(self, error: BaseException) -> BaseException:
         # A lone write's error reaches here through eventsourcing's connection

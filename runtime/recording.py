@@ -20,7 +20,7 @@ import orjson
 
 from projections.codec import decode_state
 from projections.documents import event_document, event_type_name
-from runtime.committer import GroupCommitter
+from runtime.committer import AfterBatch, GroupCommitter
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import StoredEvent
@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from projections.views import SessionViews
     from runtime.bus import EventBus
     from runtime.clock import Clock
+
+
+_VIEWS_ADVANCE: Any = object()
 
 
 class SessionsRecorder:
@@ -52,7 +55,11 @@ class SessionsRecorder:
         clock: Clock,
         server_webhooks: tuple[Mapping[str, Any], ...],
         integrity_errors: tuple[type[BaseException], ...],
+        advance: AfterBatch | None = _VIEWS_ADVANCE,
     ) -> None:
+        """Set up the shared state; ``advance`` moves the views' tracking position
+        last in each batch (by default the views' own ``advance``; ``None`` when
+        the backend does it within each write)."""
         self.views = views
         self.bus = bus
         self.clock = clock
@@ -65,7 +72,7 @@ class SessionsRecorder:
             self._write,
             integrity_errors=integrity_errors,
             before_batch=self._before_batch,
-            after_batch=views.advance,
+            after_batch=views.advance if advance is _VIEWS_ADVANCE else advance,
             after_commit=self._published,
         )
 
