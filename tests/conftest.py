@@ -5,7 +5,8 @@ Every test that uses a database through these fixtures (``db``, ``runtime``,
 runs once per backend: ``[sqlite]`` on a file in the test's temporary directory,
 ``[postgres]`` on a PostgreSQL database created for this test run (uniquely named,
 emptied after each test, dropped at the end). Tests marked ``sqlite_only`` run on
-SQLite alone. ``SESSIOND_TEST_BACKENDS=sqlite`` (or ``postgres``) picks one.
+SQLite alone (``postgres_only``: on PostgreSQL alone).
+``SESSIOND_TEST_BACKENDS=sqlite`` (or ``postgres``) picks one.
 
 PostgreSQL tests are skipped, with the reason, when the server is unreachable;
 with ``CI=true`` they fail instead.
@@ -49,8 +50,13 @@ BACKENDS = tuple(
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run every test that uses a database once per backend."""
     if "backend" in metafunc.fixturenames:
-        only_sqlite = metafunc.definition.get_closest_marker("sqlite_only")
-        backends = [b for b in BACKENDS if b == "sqlite" or not only_sqlite]
+        marker = metafunc.definition.get_closest_marker
+        backends = [
+            b
+            for b in BACKENDS
+            if not (b == "postgres" and marker("sqlite_only"))
+            and not (b == "sqlite" and marker("postgres_only"))
+        ]
         # Session scope: pytest runs all of one backend's tests together, so
         # session- and module-scoped servers start once per backend.
         metafunc.parametrize("backend", backends, indirect=True, scope="session")
