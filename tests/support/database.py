@@ -103,6 +103,8 @@ class PostgresDatabases:
 
     def drop_all(self) -> None:
         """Drop every database made (closing whatever still uses them)."""
+        if not self.made:
+            return
         with psycopg.connect(ADMIN_DSN, autocommit=True) as connection:
             for name in self.made:
                 connection.execute(
