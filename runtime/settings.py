@@ -113,7 +113,8 @@ def _default_agents() -> Mapping[str, AgentConfig]:
 class Settings:
     """Everything the runtime and gateway are configured by."""
 
-    db: str = DEFAULT_DB
+    # Not in repr: a PostgreSQL DSN may carry a password.
+    db: str = field(default=DEFAULT_DB, repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     config_path: str | None = None
