@@ -26,6 +26,7 @@ from bench import (
     history,
     http,
     memory,
+    postgres,
     storage,
 )
 from bench.common import (
@@ -48,6 +49,7 @@ FIGURES: dict[str, Callable[[Options], list[Result]]] = {
     "http": http.run,
     "lifecycle": bench_supervisor.run,
     "cluster": cluster.run,
+    "pg": postgres.run,
 }
 
 

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--db", help="SQLite file (default $SESSIOND_DB or ./sessiond.db)"
+        "--db",
+        help="SQLite file or postgresql:// DSN (default $SESSIOND_DB or ./sessiond.db)",
     )
     common.add_argument("--config", help="TOML config file (default $SESSIOND_CONFIG)")
     commands = parser.add_subparsers(dest="command", required=True)

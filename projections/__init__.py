@@ -10,11 +10,11 @@ from projections.documents import (
     session_document,
     summary_message,
 )
-from projections.views import APPLICATION_NAME, SQLiteSessionViews, index_row
+from projections.views import APPLICATION_NAME, SessionViews, index_row
 
 __all__ = [
     "APPLICATION_NAME",
-    "SQLiteSessionViews",
+    "SessionViews",
     "decode_state",
     "encode_state",
     "event_document",

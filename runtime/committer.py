@@ -7,9 +7,9 @@ queued so far (its own included) and commits them together; writers that queued
 while it was busy find their write done when they get the lock, or lead the next
 batch. An uncontended write therefore costs no thread hop at all.
 
-Each write runs inside its own SAVEPOINT, so one write's integrity error (another
-writer took its offset, a name is taken) rolls back that write alone and the rest
-of the batch still commits.
+Each write of a batch of several runs inside its own SAVEPOINT, so one write's
+integrity error (another writer took its offset, a name is taken) rolls back that
+write alone and the rest of the batch still commits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,11 +30,11 @@ class Cursor(Protocol):
     def execute(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-class TransactionSource(Protocol):
-    """Something that opens a write transaction and yields its cursor."""
+Transaction = Callable[[], AbstractContextManager[Any]]
+"""Opens a write transaction (committed when its block ends) and yields its cursor."""
 
-    def transaction(self, *, commit: bool) -> Any: ...
-
+BeforeBatch = Callable[[Any], None]
+"""Runs first in a batch's transaction (e.g. to take the log's insert lock)."""
 
 WriteFunction = Callable[[Any, Any], Sequence[int]]
 """Writes one payload on a cursor and returns the notification ids it took."""
@@ -58,14 +59,16 @@ class GroupCommitter:
 
     def __init__(
         self,
-        datastore: TransactionSource,
+        transaction: Transaction,
         write: WriteFunction,
         integrity_errors: tuple[type[BaseException], ...],
+        before_batch: BeforeBatch | None = None,
         after_batch: AfterBatch | None = None,
         after_commit: AfterCommit | None = None,
         max_batch: int = 512,
     ) -> None:
-        self._datastore = datastore
+        self._transaction = transaction
+        self._before_batch = before_batch
         self._write = write
         self._integrity_errors = integrity_errors
         self._after_batch = after_batch
@@ -101,17 +104,19 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Write]) -> None:
         committed = False
+        # A lone write needs no savepoint: if it fails, the whole transaction
+        # (nothing else) is rolled back, with the same outcome for it.
+        alone = len(batch) == 1
         try:
-            with self._datastore.transaction(commit=True) as cursor:
+            with self._transaction() as cursor:
+                if self._before_batch is not None:
+                    self._before_batch(cursor)
                 highest = 0
                 for item in batch:
-                    cursor.execute("SAVEPOINT write")
-                    try:
+                    if alone:
                         item.result = self._write(cursor, item.payload)
-                    except self._integrity_errors as error:
-                        cursor.execute("ROLLBACK TO write")
-                        item.error = error
-                    cursor.execute("RELEASE write")
+                    else:
+                        self._write_in_savepoint(cursor, item)
                     if item.result:
                         highest = max(highest, *item.result)
                 if highest and self._after_batch is not None:
@@ -123,10 +128,11 @@ class GroupCommitter:
                 item.result = None
                 if item.error is None:
                     item.error = error
-            logger.warning(
-                "group commit failed",
-                extra={"writes": len(batch), "error": type(error).__name__},
-            )
+            if not (alone and isinstance(error, self._integrity_errors)):
+                logger.warning(
+                    "group commit failed",
+                    extra={"writes": len(batch), "error": type(error).__name__},
+                )
         finally:
             if committed and self._after_commit is not None:
                 self._publish(batch)
@@ -134,6 +140,15 @@ class GroupCommitter:
             self.writes += len(batch)
             for item in batch:
                 item.done.set()
+
+    def _write_in_savepoint(self, cursor: Any, item: _Write) -> None:
+        cursor.execute("SAVEPOINT write")
+        try:
+            item.result = self._write(cursor, item.payload)
+        except self._integrity_errors as error:
+            cursor.execute("ROLLBACK TO write")
+            item.error = error
+        cursor.execute("RELEASE write")
 
     def _publish(self, batch: list[_Write]) -> None:
         assert self._after_commit is not None

@@ -142,6 +142,7 @@ class ChangeFeed:
         self.idle_interval = idle_interval
         self._batch = batch
         self._stop = threading.Event()
+        self._polling = threading.Lock()
         self._thread: threading.Thread | None = None
         self.position = 0
         self.last_foreign = float("-inf")
@@ -168,7 +169,14 @@ class ChangeFeed:
 
     def poll_once(self) -> int:
         """Publish what was committed since the last poll to this process's
-        subscribers; returns how many events were published."""
+        subscribers; returns how many events were published.
+
+        Polls are serialised: one called from another thread while the feed's
+        own runs (a LISTEN wake-up, a test) never publishes a change twice."""
+        with self._polling:
+            return self._poll()
+
+    def _poll(self) -> int:
         self.polls += 1
         top = self._source.last_notification_id()
         if top < self.position:

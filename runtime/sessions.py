@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from eventsourcing.application import Application, ProcessingEvent, Repository
 from eventsourcing.persistence import ApplicationRecorder, Mapper, Recording
 from eventsourcing.utils import strtobool
 
 from aggregates.session import Session
-from projections.views import SQLiteSessionViews
+from projections.views import SessionViews
 from runtime.bus import EventBus
 from runtime.feed import ChangeSource
 from runtime.lease import LeaseStore
 from runtime.mapper import SessionMapper
-from runtime.persistence import (
-    DurableSQLiteFactory,
-    SessionsRecorder,
-    eventsourcing_env,
-)
+from runtime.persistence import SessionStoreFactory, eventsourcing_env
 from runtime.settings import Settings
-from runtime.sqlite_cluster import SQLiteChangeSource, SQLiteLeaseStore
 
 if TYPE_CHECKING:
     from eventsourcing.utils import EnvType
@@ -68,7 +63,7 @@ class Sessions(Application[str]):
     name = "Sessions"
     snapshot_class = Session.Snapshot
 
-    views: SQLiteSessionViews
+    views: SessionViews
     bus: EventBus
     leases: LeaseStore
     changes: ChangeSource
@@ -104,26 +99,19 @@ class Sessions(Application[str]):
 
     def construct_recorder(self) -> ApplicationRecorder:
         """The group-committing recorder that also writes the views."""
-        factory = self.factory
-        assert isinstance(factory, DurableSQLiteFactory)
-        self.views = SQLiteSessionViews(factory.datastore)
-        self.views.create_table()
+        factory = cast("SessionStoreFactory", self.factory)
         self.bus = EventBus()
-        recorder = SessionsRecorder(
-            factory.datastore,
-            self.views,
+        recorder = factory.session_store(
             self.bus,
             clock=self.settings.clock,
             server_webhooks=self.settings.webhooks,
         )
-        recorder.create_table()
+        self.views = recorder.views
         # What several processes on one store need (see README "Running
-        # several processes"); a backend provides its own implementations.
-        leases = SQLiteLeaseStore(factory.datastore)
-        leases.create_table()
-        self.leases = leases
-        self.changes = SQLiteChangeSource(factory.datastore, recorder.events_table_name)
-        return recorder
+        # several processes"): each backend provides its own.
+        self.leases = factory.lease_store()
+        self.changes = factory.change_source()
+        return cast("ApplicationRecorder", recorder)
 
     def save(self, *objs: Any, **kwargs: Any) -> list[Recording[str]]:
         """``Application.save``, but a session's pending events are collected
@@ -173,9 +161,7 @@ class Sessions(Application[str]):
         return rebuilt + self._write_views(batch, position)
 
     def _write_views(self, sessions: list[Session], position: int | None) -> int:
-        factory = self.factory
-        assert isinstance(factory, DurableSQLiteFactory)
-        with factory.datastore.transaction(commit=True) as cursor:
+        with self.views.writing() as cursor:
             self.views.project(cursor, sessions, position or None)
         return len(sessions)
 

@@ -360,7 +360,8 @@ def _default_agents() -> Mapping[str, AgentConfig]:
 class Settings:
     """Everything the runtime and gateway are configured by."""
 
-    db: str = DEFAULT_DB
+    # Not in repr: a PostgreSQL DSN may carry a password.
+    db: str = field(default=DEFAULT_DB, repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     config_path: str | None = None
@@ -372,6 +373,13 @@ class Settings:
     actor_timeout: float = 30.0
     snapshot_interval: int = 100
     sqlite_lock_timeout: int = 10
+    # PostgreSQL (``db`` is a ``postgresql://`` DSN): connections kept open, how
+    # many more may be opened under load, and seconds to wait for a lock or for
+    # a connection (from the pool or the server) before failing.
+    postgres_pool_size: int = 5
+    postgres_max_overflow: int = 15
+    postgres_lock_timeout: int = 10
+    postgres_connect_timeout: int = 10
     supervisor_interval: float = 0.5
     retention_days: float | None = 30.0
     retention_keep_checkpoints: bool = False
@@ -436,6 +444,10 @@ class Settings:
             ("node_id", "SESSIOND_NODE_ID", str),
             ("on_disconnect", "SESSIOND_ON_DISCONNECT", str),
             ("work_root", "SESSIOND_WORK_ROOT", str),
+            ("postgres_pool_size", "SESSIOND_POSTGRES_POOL_SIZE", int),
+            ("postgres_max_overflow", "SESSIOND_POSTGRES_MAX_OVERFLOW", int),
+            ("postgres_lock_timeout", "SESSIOND_POSTGRES_LOCK_TIMEOUT", int),
+            ("postgres_connect_timeout", "SESSIOND_POSTGRES_CONNECT_TIMEOUT", int),
             ("retention_days", "SESSIOND_RETENTION_DAYS", _days),
             (
                 "retention_keep_checkpoints",

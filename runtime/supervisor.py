@@ -30,7 +30,7 @@ import pykka
 from projections.documents import format_time
 
 if TYPE_CHECKING:
-    from projections.views import SQLiteSessionViews
+    from projections.views import SessionViews
     from runtime.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class LifecycleSupervisor(pykka.ThreadingActor):
 
     def __init__(
         self,
-        views: SQLiteSessionViews,
+        views: SessionViews,
         clock: Clock,
         dispatch: Dispatch,
         purge: Purge,

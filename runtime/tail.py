@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 if TYPE_CHECKING:
-    from projections.views import SQLiteSessionViews
+    from projections.views import SessionViews
     from runtime.bus import EventBus
 
 BACKLOG_PAGE = 500
@@ -29,7 +29,7 @@ BACKLOG_PAGE = 500
 class _Backlog:
     """The part of the tail read from the log, and the offset reached."""
 
-    def __init__(self, views: SQLiteSessionViews, session_id: str, after: int) -> None:
+    def __init__(self, views: SessionViews, session_id: str, after: int) -> None:
         self._views = views
         self._session_id = session_id
         self.last = after
@@ -73,7 +73,7 @@ class SessionTail:
     """A blocking tail; use as a context manager or call :meth:`close`."""
 
     def __init__(
-        self, views: SQLiteSessionViews, bus: EventBus, session_id: str, after: int
+        self, views: SessionViews, bus: EventBus, session_id: str, after: int
     ) -> None:
         self._live: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._unsubscribe: Callable[[], None] | None = bus.subscribe(
@@ -195,7 +195,7 @@ class AsyncSessionTail:
 
     def __init__(
         self,
-        views: SQLiteSessionViews,
+        views: SessionViews,
         fanout: LoopFanout,
         session_id: str,
         after: int,

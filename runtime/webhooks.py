@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from projections.views import SQLiteSessionViews
+    from projections.views import SessionViews
     from runtime.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class WebhookDeliverer:
 
     def __init__(
         self,
-        views: SQLiteSessionViews,
+        views: SessionViews,
         clock: Clock,
         *,
         max_attempts: int,
@@ -74,7 +74,11 @@ class WebhookDeliverer:
         self._interval = interval
         self._batch = batch
         self._rng = random.Random()  # noqa: S311 - jitter, not security
-        self._client = httpx.Client(timeout=timeout, headers={"user-agent": USER_AGENT})
+        self._timeout = timeout
+        # Made on first use: building one loads the CA bundle (~30 ms), which
+        # every runtime would pay at start-up, webhooks or not.
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,7 +96,17 @@ class WebhookDeliverer:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._client.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+
+    def _http(self) -> httpx.Client:
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self._timeout, headers={"user-agent": USER_AGENT}
+                )
+            return self._client
 
     def gate(self, may_run: Callable[[], bool]) -> None:
         """Deliver only while ``may_run()`` (this process holds the lease)."""
@@ -137,7 +151,7 @@ class WebhookDeliverer:
             "x-sessiond-attempt": str(attempt),
         }
         try:
-            response = self._client.post(
+            response = self._http().post(
                 delivery["url"], content=delivery["payload"], headers=headers
             )
             status_code = response.status_code

@@ -1,9 +1,10 @@
 """Clusters of real ``sessiond serve`` processes sharing one store.
 
-``backend`` is what the nodes share. Only ``sqlite`` exists on this branch (one
-file on this machine); a ``postgres`` parameter that creates a uniquely named
-database and hands its DSN to every node (``--db postgresql://…``) is all a
-PostgreSQL run needs: the tests talk to the nodes over HTTP only.
+``store`` is what the nodes share, on the run's ``backend`` (tests/conftest.py
+runs every test once per backend): a SQLite file on this machine, or a fresh,
+uniquely named PostgreSQL database whose DSN every node gets (``--db
+postgresql://…``), each node with a small pool. The tests talk to the nodes over
+HTTP only.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.database import PostgresDatabases
 from tests.support.server import ServerProcess
 
-BACKENDS = ["sqlite"]
 NODES = 3
 
 
@@ -31,29 +32,25 @@ class Backend:
     db: str
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """One fresh store for the test (a SQLite file in ``tmp_path``)."""
-    if request.param == "sqlite":
-        yield Backend("sqlite", str(tmp_path / "cluster.db"))
-    else:  # pragma: no cover - added with the PostgreSQL backend
-        raise NotImplementedError(request.param)
+@pytest.fixture
+def store(
+    backend: str, tmp_path: Path, postgres_databases: PostgresDatabases
+) -> Backend:
+    """One fresh store for the test: a SQLite file in ``tmp_path``, or a
+    PostgreSQL database of its own (dropped at the end of the run)."""
+    if backend == "postgres":
+        return Backend("postgres", postgres_databases.create())
+    return Backend("sqlite", str(tmp_path / "cluster.db"))
 
 
 class Node(ServerProcess):
     """One cluster member, with a client of its own."""
 
     def __init__(self, index: int, db: str, log: Path, env: Mapping[str, str]) -> None:
-        super().__init__(Path(db), log=log, env=env)
+        super().__init__(db, log=log, env=env)
         self.index = index
         self.db_text = db
         self.http = httpx.Client(base_url=self.url, timeout=10.0)
-
-    def command(self) -> list[str]:
-        """``sessiond serve`` on this node's port and the shared store."""
-        line = super().command()
-        line[line.index("--db") + 1] = self.db_text  # a DSN stays a DSN
-        return line
 
     @property
     def alive(self) -> bool:
@@ -117,7 +114,7 @@ ClusterFactory = Callable[..., Cluster]
 
 
 @pytest.fixture
-def cluster_factory(backend: Backend, tmp_path: Path) -> Iterator[ClusterFactory]:
+def cluster_factory(store: Backend, tmp_path: Path) -> Iterator[ClusterFactory]:
     """Starts clusters on the test's backend (stopped at teardown).
 
     Keyword arguments are environment variables for every node.
@@ -126,7 +123,7 @@ def cluster_factory(backend: Backend, tmp_path: Path) -> Iterator[ClusterFactory
 
     def make(nodes: int = NODES, **env: str) -> Cluster:
         members = [
-            Node(i, backend.db, tmp_path / f"node-{i}.log", env) for i in range(nodes)
+            Node(i, store.db, tmp_path / f"node-{i}.log", env) for i in range(nodes)
         ]
         made.extend(members)
         # The first creates the schema; the others then start side by side.

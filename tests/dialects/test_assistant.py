@@ -8,7 +8,6 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +15,8 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from runtime import FinalMessage, Runtime, Settings, TextDelta
+from runtime import FinalMessage, Runtime, TextDelta
+from tests.conftest import DatabaseFactory, settings_for
 from tests.gateway.helpers import TestClient
 from tests.support.server import ServerProcess
 
@@ -26,10 +26,10 @@ WAIT = 20.0
 
 @pytest.fixture(scope="module")
 def assistant_server(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
 ) -> Iterator[ServerProcess]:
     where = tmp_path_factory.mktemp("assistant-server")
-    process = ServerProcess(where / "sessiond.db", log=where / "server.log")
+    process = ServerProcess(database_factory(), log=where / "server.log")
     yield process.start()
     process.stop()
 
@@ -539,8 +539,8 @@ class SlowAgent:
 
 
 @pytest.fixture
-def slow(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, SlowAgent]]:
-    runtime = Runtime(Settings(db=str(tmp_path / "slow.db")))
+def slow(db: str) -> Iterator[tuple[TestClient, Runtime, SlowAgent]]:
+    runtime = Runtime(settings_for(db))
     agent = SlowAgent()
     runtime.agents.register("slow", agent)
     try:

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import DatabaseFactory
 from tests.support.server import ServerProcess
 
 BASE = "/api/messaging/sessions"
@@ -27,11 +28,13 @@ def write_config(where: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """A server with the agent configured and no authentication."""
     where = tmp_path_factory.mktemp("eliza")
     process = ServerProcess(
-        where / "sessiond.db",
+        database_factory(),
         log=where / "server.log",
         env={"SESSIOND_CONFIG": str(write_config(where))},
     )
@@ -40,12 +43,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def fast_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def fast_server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """A server whose clock runs 600 times faster (5 minutes = 0.5 s), with an
     API key."""
     where = tmp_path_factory.mktemp("eliza-fast")
     process = ServerProcess(
-        where / "sessiond.db",
+        database_factory(),
         log=where / "server.log",
         env={
             "SESSIOND_CONFIG": str(write_config(where)),

@@ -33,10 +33,10 @@ def node_tools() -> tuple[str, str]:
 
 
 @pytest.fixture
-def keyed_server(tmp_path: Path) -> Iterator[ServerProcess]:
+def keyed_server(tmp_path: Path, db: str) -> Iterator[ServerProcess]:
     """A server with the agent configured and an API key."""
     process = ServerProcess(
-        tmp_path / "sessiond.db",
+        db,
         log=tmp_path / "server.log",
         env={
             "SESSIOND_CONFIG": str(write_config(tmp_path)),

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import DatabaseFactory
 from tests.dialects.wingman_app import (
     FAILING_AGENT_ID,
     SLOW_AGENT_ID,
@@ -25,10 +26,12 @@ MISSING = "01HZZZZZZZZZZZZZZZZZZZZZZZ"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """One server (echo agent only) shared by this module's tests."""
     where = tmp_path_factory.mktemp("wingman")
-    process = ServerProcess(where / "sessiond.db", log=where / "server.log")
+    process = ServerProcess(database_factory(), log=where / "server.log")
     yield process.start()
     process.stop()
 
@@ -41,12 +44,14 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def agents_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def agents_server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """A server that also has the test agents of ``wingman_app`` and pings idle
     streams every 0.1 s."""
     where = tmp_path_factory.mktemp("wingman-agents")
     process = ServerProcess(
-        where / "sessiond.db",
+        database_factory(),
         log=where / "server.log",
         factory="tests.dialects.wingman_app:create_agents_app",
         env={"TEST_PING_SECONDS": "0.1"},

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import DatabaseFactory
 from tests.gateway.helpers import API_KEYS
 from tests.support.server import ServerProcess
 
@@ -16,21 +17,25 @@ ServerFactory = Callable[..., ServerProcess]
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """One server without authentication, shared by the contract tests (each
     test works on its own sessions)."""
     where = tmp_path_factory.mktemp("server")
-    process = ServerProcess(where / "sessiond.db", log=where / "server.log")
+    process = ServerProcess(database_factory(), log=where / "server.log")
     yield process.start()
     process.stop()
 
 
 @pytest.fixture(scope="session")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def auth_server(
+    tmp_path_factory: pytest.TempPathFactory, database_factory: DatabaseFactory
+) -> Iterator[ServerProcess]:
     """One server with API keys for alice, bob and an admin."""
     where = tmp_path_factory.mktemp("auth-server")
     process = ServerProcess(
-        where / "sessiond.db",
+        database_factory(),
         log=where / "server.log",
         env={"SESSIOND_API_KEYS": API_KEYS},
     )
@@ -39,7 +44,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+def server_factory(tmp_path: Path, db: str) -> Iterator[ServerFactory]:
     """Starts servers of the test's own (killed, restarted) database."""
     made: list[ServerProcess] = []
 
@@ -49,7 +54,7 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         name: str = "a",
     ) -> ServerProcess:
         process = ServerProcess(
-            tmp_path / "sessiond.db",
+            db,
             log=tmp_path / f"server-{name}.log",
             env=env,
             factory=factory,

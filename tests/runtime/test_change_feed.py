@@ -1,14 +1,18 @@
 """The change feed: a tail on one runtime sees what another runtime on the same
-SQLite file records, in order, once each (issue 7, item 2). Real files, real
+store records, in order, once each (issue 7, item 2); on PostgreSQL a commit
+wakes the other feed through LISTEN/NOTIFY. Real files, real
 threads; waits are bounded tail reads, never sleeps."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 
 from runtime import Runtime
+from runtime.postgres_cluster import PostgresChangeSource
 from tests.conftest import RuntimeFactory
 
 WAIT = 10.0
@@ -116,3 +120,49 @@ def test_the_feed_polls_fast_only_once_another_process_writes(
         second.append(session_id, "theirs")
         first.feed.poll_once()
         assert first.feed.pace() == first.feed.interval
+
+
+@pytest.mark.postgres_only  # SQLite cannot signal a commit: its feed polls
+def test_on_postgres_a_write_wakes_the_other_feed_long_before_its_poll(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    # Polls 60 s apart: only the NOTIFY of the write can bring the event in time.
+    first = runtime_factory(supervisor_interval=0, feed_interval=60)
+    second = runtime_factory(supervisor_interval=0, feed_interval=60)
+    session_id = first.create()["id"]
+    with second.tail(session_id, after=1) as tail:
+        started = time.monotonic()
+        message = first.append(session_id, "from the other process")
+        assert offsets(tail, 1) == [(message["offset"], "message_appended")]
+    assert time.monotonic() - started < WAIT
+
+
+@pytest.mark.postgres_only
+def test_a_postgres_change_source_wait_ends_at_a_commit_or_an_interrupt(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    runtime = runtime_factory(supervisor_interval=0)
+    datastore = runtime.app.factory.datastore  # type: ignore[attr-defined]
+    source = PostgresChangeSource(datastore, "stored_events")
+    try:
+        source.wait(0)  # connects and listens
+        session_id = runtime.create()["id"]  # a commit: its NOTIFY is queued
+        started = time.monotonic()
+        source.wait(60)
+        assert source.notifications == 1
+        assert time.monotonic() - started < WAIT
+        assert source.changes_after(0, 10)[0].session_id == session_id
+
+        waiting = threading.Thread(target=source.wait, args=(60,))
+        waiting.start()
+        source.interrupt()
+        waiting.join(WAIT)
+        assert not waiting.is_alive()
+        # An interrupt with no wait in progress ends the next one at once.
+        source.interrupt()
+        started = time.monotonic()
+        source.wait(60)
+        assert time.monotonic() - started < WAIT
+    finally:
+        source.close()
+    assert source.last_notification_id() == runtime.app.recorder.max_notification_id()

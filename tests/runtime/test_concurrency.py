@@ -4,7 +4,6 @@ and a second writer on the same file that must never fork a session's history
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +12,7 @@ from projections.documents import session_document
 from runtime import ConcurrencyConflictError, Runtime
 from runtime.persistence import SessionsRecorder
 from tests.conftest import RuntimeFactory
+from tests.support.database import query
 
 WAIT = 30.0
 """Seconds any single wait in these tests may take before it counts as a hang."""
@@ -35,13 +35,12 @@ def all_events(runtime: Runtime, session_id: str) -> list[dict[str, Any]]:
         after = found[-1]["offset"]
 
 
-def no_duplicate_offsets_in_the_log(db_path: str) -> None:
-    with sqlite3.connect(db_path) as connection:
-        duplicates = connection.execute(
-            "SELECT originator_id, originator_version, count(*) FROM stored_events "
-            "GROUP BY originator_id, originator_version HAVING count(*) > 1"
-        ).fetchall()
-    connection.close()
+def no_duplicate_offsets_in_the_log(db: str) -> None:
+    duplicates = query(
+        db,
+        "SELECT originator_id, originator_version, count(*) FROM stored_events "
+        "GROUP BY originator_id, originator_version HAVING count(*) > 1",
+    )
     assert duplicates == []
 
 
@@ -126,7 +125,7 @@ def test_sixty_four_threads_writing_sixty_four_sessions_share_commits(
 
 
 def test_a_stale_writer_reloads_and_retries_its_command_after_the_other_writes(
-    runtime_factory: RuntimeFactory, db_path: str
+    runtime_factory: RuntimeFactory, db: str
 ) -> None:
     first = runtime_factory()
     second = runtime_factory()
@@ -143,11 +142,11 @@ def test_a_stale_writer_reloads_and_retries_its_command_after_the_other_writes(
     for runtime in (first, second):
         assert [m["content"] for m in runtime.messages(session_id)] == ["a", "b", "c"]
         assert [e["offset"] for e in all_events(runtime, session_id)] == [1, 2, 3, 4]
-    no_duplicate_offsets_in_the_log(db_path)
+    no_duplicate_offsets_in_the_log(db)
 
 
 def test_two_runtimes_racing_on_one_session_never_fork_its_history(
-    runtime_factory: RuntimeFactory, db_path: str
+    runtime_factory: RuntimeFactory, db: str
 ) -> None:
     runtimes = [runtime_factory(), runtime_factory()]
     session_id = runtimes[0].create()["id"]
@@ -188,7 +187,7 @@ def test_two_runtimes_racing_on_one_session_never_fork_its_history(
     retried = sum(r.directory.conflicts.retries for r in runtimes)
     assert retried, "the two writers never met"
     assert set(conflicts) <= {"conflict"}
-    no_duplicate_offsets_in_the_log(db_path)
+    no_duplicate_offsets_in_the_log(db)
     for runtime in runtimes:
         messages = runtime.messages(session_id)
         # One linear history: every acknowledged message once, where acknowledged.

@@ -4,12 +4,10 @@ the log by the next command (reliability.md T04, T08)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any
 
 import pykka
@@ -19,6 +17,7 @@ from eventsourcing.persistence import OperationalError
 from runtime import Runtime, StorageUnavailableError
 from runtime.actor import SessionActor
 from tests.conftest import RuntimeFactory
+from tests.support.database import write_lock_held
 
 WAIT = 10.0
 """Seconds any single wait in these tests may take before it counts as a hang."""
@@ -67,19 +66,6 @@ class ActorCensus:
 
         monkeypatch.setattr(SessionActor, "on_start", counted_start)
         monkeypatch.setattr(SessionActor, "on_stop", counted_stop)
-
-
-@contextmanager
-def write_lock_held(db_path: str) -> Iterator[sqlite3.Connection]:
-    """Another connection holds the database's write lock: every write of the
-    runtime fails with SQLITE_BUSY once its busy timeout runs out."""
-    blocker = sqlite3.connect(db_path, isolation_level=None, timeout=WAIT)
-    try:
-        blocker.execute("BEGIN IMMEDIATE")
-        yield blocker
-        blocker.execute("ROLLBACK")
-    finally:
-        blocker.close()
 
 
 def contents(runtime: Runtime, session_id: str) -> list[str]:
@@ -246,16 +232,16 @@ def test_a_passivated_session_is_rebuilt_from_snapshot_and_tail_on_its_next_comm
 
 
 def test_a_storage_error_stops_the_actor_and_the_next_command_rebuilds_it_from_the_log(
-    runtime_factory: RuntimeFactory, db_path: str
+    runtime_factory: RuntimeFactory, db: str
 ) -> None:
-    runtime = runtime_factory(sqlite_lock_timeout=1)
+    runtime = runtime_factory(sqlite_lock_timeout=1, postgres_lock_timeout=1)
     session_id = runtime.create()["id"]
     runtime.append(session_id, "a")
     runtime.append(session_id, "b")
     entry = runtime.directory._entries[session_id]  # to await its stop
     failed_ref = entry.ref
 
-    with write_lock_held(db_path), pytest.raises(StorageUnavailableError) as failure:
+    with write_lock_held(db), pytest.raises(StorageUnavailableError) as failure:
         runtime.append(session_id, "c")
     assert failure.value.code == "storage_unavailable"
 
@@ -305,12 +291,12 @@ def test_a_storage_error_while_activating_stops_the_actor_and_the_next_command_r
 
 
 def test_a_command_sent_while_a_failed_actor_is_stopping_goes_to_its_successor(
-    runtime_factory: RuntimeFactory, db_path: str, monkeypatch: pytest.MonkeyPatch
+    runtime_factory: RuntimeFactory, db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The window between pykka marking a failed actor dead and its ``on_stop``
     telling the directory: a command arriving then must wait for the successor,
     not spin into "kept restarting"."""
-    runtime = runtime_factory(sqlite_lock_timeout=1)
+    runtime = runtime_factory(sqlite_lock_timeout=1, postgres_lock_timeout=1)
     session_id = runtime.create()["id"]
     runtime.append(session_id, "a")
     failed_ref = runtime.directory.get_or_start(session_id).actor_ref
@@ -336,7 +322,7 @@ def test_a_command_sent_while_a_failed_actor_is_stopping_goes_to_its_successor(
 
     monkeypatch.setattr(runtime.directory, "get_or_start", watched_get_or_start)
 
-    with write_lock_held(db_path), pytest.raises(StorageUnavailableError):
+    with write_lock_held(db), pytest.raises(StorageUnavailableError):
         runtime.append(session_id, "b")
     assert failed_ref.actor_stopped.wait(WAIT)  # dead, its on_stop held
 

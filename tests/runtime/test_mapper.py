@@ -3,7 +3,6 @@ stored row and back, rows are compact, and topics are the short aliases."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +18,7 @@ from aggregates import Session, TimeoutLimits, TimeoutPolicy
 from projections.codec import ALIAS_OF, TOPIC_ALIASES
 from runtime import Runtime
 from runtime.mapper import SessionMapper
+from tests.support.database import query
 
 T0 = datetime(2026, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
 LIMITS = TimeoutLimits()
@@ -214,9 +214,7 @@ def test_an_unreadable_row_is_a_deserialisation_error_naming_the_event() -> None
         mapper().to_domain_event(stored)
 
 
-def test_the_sqlite_file_holds_only_short_topics(
-    runtime_factory: Any, db_path: str
-) -> None:
+def test_the_database_holds_only_short_topics(runtime_factory: Any, db: str) -> None:
     runtime: Runtime = runtime_factory(snapshot_interval=3)
     session = runtime.create(name="x")
     for i in range(4):
@@ -226,17 +224,13 @@ def test_the_sqlite_file_holds_only_short_topics(
     runtime.delete(session["id"])
     runtime.close()
 
-    with sqlite3.connect(db_path) as connection:
-        topics = {
-            row[0] for row in connection.execute("SELECT topic FROM stored_events")
-        }
-        snapshot_topics = {
-            row[0] for row in connection.execute("SELECT topic FROM stored_snapshots")
-        }
-        first = connection.execute(
-            "SELECT state FROM stored_events WHERE originator_version = 1"
-        ).fetchone()[0]
-    connection.close()
+    topics = {row[0] for row in query(db, "SELECT topic FROM stored_events")}
+    snapshot_topics = {
+        row[0] for row in query(db, "SELECT topic FROM stored_snapshots")
+    }
+    [(first,)] = query(
+        db, "SELECT state FROM stored_events WHERE originator_version = 1"
+    )
     assert topics == {"s.open", "s.msg", "s.ckpt", "s.end"}
     assert snapshot_topics == {"s.snap"}
     assert orjson.loads(first)["originator_topic"] == "s"

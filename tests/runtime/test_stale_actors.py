@@ -9,8 +9,6 @@ the other runtime writes), so every path is exercised deterministically.
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from runtime import (
     SessionNotFoundError,
 )
 from tests.conftest import RuntimeFactory
+from tests.support.database import query
 
 
 @pytest.fixture
@@ -42,13 +41,13 @@ def stale_session(pair: tuple[Runtime, Runtime]) -> str:
     return session_id
 
 
-def log_rows(db_path: str, session_id: str) -> list[int]:
-    with closing(sqlite3.connect(db_path)) as connection:
-        rows = connection.execute(
-            "SELECT originator_version FROM stored_events WHERE originator_id = ? "
-            "ORDER BY originator_version",
-            (session_id,),
-        ).fetchall()
+def log_rows(db: str, session_id: str) -> list[int]:
+    rows = query(
+        db,
+        "SELECT originator_version FROM stored_events WHERE originator_id = ? "
+        "ORDER BY originator_version",
+        (session_id,),
+    )
     return [int(row[0]) for row in rows]
 
 
@@ -81,7 +80,7 @@ def test_an_out_of_date_if_match_on_a_stale_actor_reports_the_current_offset(
 
 
 def test_an_idempotency_key_used_on_one_runtime_holds_on_the_other(
-    pair: tuple[Runtime, Runtime], db_path: str
+    pair: tuple[Runtime, Runtime], db: str
 ) -> None:
     first, second = pair
     session_id = first.create()["id"]
@@ -90,11 +89,11 @@ def test_an_idempotency_key_used_on_one_runtime_holds_on_the_other(
     retried = first.append(session_id, "once", idempotency_key="k-1")
     assert retried["offset"] == original["offset"] == 3
     assert retried["id"] == original["id"]
-    assert log_rows(db_path, session_id) == [1, 2, 3]
+    assert log_rows(db, session_id) == [1, 2, 3]
     # And back the other way, now that the first runtime has written last.
     third = first.append(session_id, "twice", idempotency_key="k-2")
     assert second.append(session_id, "twice", idempotency_key="k-2") == third
-    assert log_rows(db_path, session_id) == [1, 2, 3, 4]
+    assert log_rows(db, session_id) == [1, 2, 3, 4]
 
 
 def test_reads_from_actor_state_see_what_the_other_runtime_wrote(
@@ -108,13 +107,13 @@ def test_reads_from_actor_state_see_what_the_other_runtime_wrote(
 
 
 def test_a_session_purged_by_one_runtime_cannot_be_written_by_the_others_stale_actor(
-    pair: tuple[Runtime, Runtime], db_path: str
+    pair: tuple[Runtime, Runtime], db: str
 ) -> None:
     first, second = pair
     session_id = first.create()["id"]
     first.append(session_id, "a")  # first's actor holds the live session
     second.delete(session_id, purge=True)
-    assert log_rows(db_path, session_id) == []
+    assert log_rows(db, session_id) == []
     with pytest.raises(SessionNotFoundError):
         first.append(session_id, "after the purge")
     # Written around the checks a request makes first (the index row), straight
@@ -129,7 +128,7 @@ def test_a_session_purged_by_one_runtime_cannot_be_written_by_the_others_stale_a
                 content="resurrected?",
             ),
         )
-    assert log_rows(db_path, session_id) == []
+    assert log_rows(db, session_id) == []
     assert first.views.session_row(session_id) is None
 
 

@@ -32,6 +32,7 @@ from runtime import (
     SessionNotFoundError,
     Settings,
 )
+from tests.support.database import query
 
 RuntimeFactory = Callable[..., Runtime]
 MINUTE = 60.0
@@ -90,13 +91,10 @@ def drain(tail: Any, *, timeout: float = 5.0, until: str | None = None) -> list[
     return found
 
 
-def schedule_rows(db_path: str) -> dict[str, tuple[int, str]]:
-    """The durable schedule as stored in the file."""
-    with closing(sqlite3.connect(db_path)) as connection:
-        rows = connection.execute(
-            "SELECT session_id, due_ms, due FROM session_schedule"
-        )
-        return {str(sid): (int(ms), str(due)) for sid, ms, due in rows}
+def schedule_rows(db: str) -> dict[str, tuple[int, str]]:
+    """The durable schedule as stored in the database."""
+    rows = query(db, "SELECT session_id, due_ms, due FROM session_schedule")
+    return {str(sid): (int(ms), str(due)) for sid, ms, due in rows}
 
 
 def ms(moment: datetime) -> int:
@@ -682,7 +680,7 @@ def test_an_append_after_the_daily_reset_point_is_recorded_in_the_successor(
 
 
 def test_retention_purges_ended_and_expired_sessions_older_than_the_retention_period(
-    make: RuntimeFactory, clock: FakeClock, db_path: str
+    make: RuntimeFactory, clock: FakeClock, db: str
 ) -> None:
     runtime = make(retention_days=1)
     expired = runtime.create("echo")["id"]
@@ -720,27 +718,28 @@ def test_retention_purges_ended_and_expired_sessions_older_than_the_retention_pe
             assert raised.value.code == "not_found"
     assert runtime.get(recent)["status"] == "ended"
     assert runtime.get(live)["status"] == "active"
-    with closing(sqlite3.connect(db_path)) as connection:
-        for table, column in (
-            ("stored_events", "originator_id"),
-            ("stored_snapshots", "originator_id"),
-            ("session_index", "session_id"),
-            ("session_schedule", "session_id"),
-        ):
-            (count,) = connection.execute(
-                f"SELECT count(*) FROM {table} WHERE {column} IN (?, ?)",
-                (expired, deleted),
-            ).fetchone()
-            assert count == 0, table
-        (leftover,) = connection.execute(
-            "SELECT count(*) FROM stored_events WHERE state LIKE '%secret words%'"
-        ).fetchone()
-        assert leftover == 0
-        (others,) = connection.execute(
-            "SELECT count(*) FROM stored_events WHERE originator_id IN (?, ?)",
-            (recent, live),
-        ).fetchone()
-        assert others > 0
+    for table, column in (
+        ("stored_events", "originator_id"),
+        ("stored_snapshots", "originator_id"),
+        ("session_index", "session_id"),
+        ("session_schedule", "session_id"),
+    ):
+        [(count,)] = query(
+            db,
+            f"SELECT count(*) FROM {table} WHERE {column} IN (?, ?)",
+            (expired, deleted),
+        )
+        assert count == 0, table
+    [(leftover,)] = query(
+        db, "SELECT count(*) FROM stored_events WHERE state LIKE '%secret words%'"
+    )
+    assert leftover == 0
+    [(others,)] = query(
+        db,
+        "SELECT count(*) FROM stored_events WHERE originator_id IN (?, ?)",
+        (recent, live),
+    )
+    assert others > 0
 
 
 def test_without_a_retention_period_nothing_is_purged(
@@ -837,51 +836,47 @@ def test_after_a_restart_each_passed_deadline_is_handled_once_in_order(
     assert types_of(second, successor["id"]) == ["opened"]
 
 
-def test_the_schedule_survives_a_restart_in_the_file(
-    make: RuntimeFactory, clock: FakeClock, db_path: str
+def test_the_schedule_survives_a_restart_in_the_database(
+    make: RuntimeFactory, clock: FakeClock, db: str
 ) -> None:
     first = make()
     sid = first.create("echo")["id"]
     created = clock.now()
     first.close()
-    assert schedule_rows(db_path) == {
-        sid: (ms(created + timedelta(minutes=25)), "warn")
-    }
+    assert schedule_rows(db) == {sid: (ms(created + timedelta(minutes=25)), "warn")}
     clock.advance(26 * MINUTE)
     second = make()
     assert second.run_lifecycle() == [sid]
-    assert schedule_rows(db_path) == {
-        sid: (ms(created + timedelta(minutes=30)), "expire")
-    }
+    assert schedule_rows(db) == {sid: (ms(created + timedelta(minutes=30)), "expire")}
 
 
 # --- the schedule
 
 
 def test_the_schedule_holds_each_live_sessions_next_deadline_written_with_its_events(
-    runtime: Runtime, clock: FakeClock, db_path: str
+    runtime: Runtime, clock: FakeClock, db: str
 ) -> None:
     created = clock.now()
     sid = runtime.create("echo")["id"]
-    assert schedule_rows(db_path)[sid] == (ms(created + timedelta(minutes=25)), "warn")
+    assert schedule_rows(db)[sid] == (ms(created + timedelta(minutes=25)), "warn")
     runtime.set_reset_policy(sid, idle_minutes=7)
-    assert schedule_rows(db_path)[sid] == (
+    assert schedule_rows(db)[sid] == (
         ms(created + timedelta(minutes=7)),
         "idle_reset",
     )
     runtime.set_reset_policy(sid, idle_minutes=None)
     clock.advance(25 * MINUTE)
     runtime.run_lifecycle()
-    assert schedule_rows(db_path)[sid] == (
+    assert schedule_rows(db)[sid] == (
         ms(created + timedelta(minutes=30)),
         "expire",
     )
     clock.advance(5 * MINUTE)
     runtime.run_lifecycle()
-    assert sid not in schedule_rows(db_path)
+    assert sid not in schedule_rows(db)
     ended = runtime.create("echo")["id"]
     runtime.delete(ended)
-    assert ended not in schedule_rows(db_path)
+    assert ended not in schedule_rows(db)
 
 
 def test_a_tick_with_nothing_due_touches_no_session_actor(
@@ -915,6 +910,7 @@ def test_a_tick_handles_many_due_sessions_in_one_go(
     assert runtime.run_lifecycle() == []
 
 
+@pytest.mark.sqlite_only  # SQLite's query plans; PostgreSQL's depend on statistics
 def test_no_query_of_a_tick_scans_the_stored_sessions(
     make: RuntimeFactory,
     clock: FakeClock,

@@ -1,7 +1,7 @@
 """A real sessiond server in a subprocess, on 127.0.0.1, for contract and fault tests.
 
 ``ServerProcess`` starts ``python -m gateway.cli serve --port <free port> --db
-<file>`` (or uvicorn with an app factory), waits until ``/v1/health`` answers,
+<file or DSN>`` (or uvicorn with an app factory), waits until ``/v1/health`` answers,
 and can be killed with any signal, restarted on the same port and database, and
 stopped. Every wait is bounded.
 """
@@ -21,6 +21,8 @@ from typing import IO
 
 import httpx
 
+from tests.support.database import SMALL_POOL_ENV, is_postgres
+
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
@@ -38,7 +40,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        db: Path,
+        db: Path | str,
         *,
         log: Path,
         env: Mapping[str, str] | None = None,
@@ -58,6 +60,8 @@ class ServerProcess:
             **ambient,
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
+            # Many servers share one PostgreSQL server's max_connections.
+            **(SMALL_POOL_ENV if is_postgres(str(db)) else {}),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
@@ -202,7 +206,7 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def running_server(
-    db: Path,
+    db: Path | str,
     *,
     log: Path,
     env: Mapping[str, str] | None = None,
