@@ -31,6 +31,7 @@ from tests.support.database import (
     is_postgres,
     postgres_unreachable,
 )
+from tests.support.openai_server import OpenAIServer
 
 hypothesis_settings.register_profile(
     "ci", max_examples=60, deadline=None, derandomize=True
@@ -168,3 +169,11 @@ def runtime(runtime_factory: RuntimeFactory) -> Runtime:
 def _stop_all_actors() -> Iterator[None]:
     yield
     pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A scripted OpenAI-compatible chat-completions server on loopback (see
+    :mod:`tests.support.openai_server`)."""
+    with OpenAIServer() as running:
+        yield running

@@ -32,12 +32,6 @@ FACTORY = "tests.faults.openai_app:create_counting_app"
 
 
 @pytest.fixture
-def model() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
 def signals() -> Iterator[socket.socket]:
     """Where the blocking tool says it runs."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -47,7 +41,7 @@ def signals() -> Iterator[socket.socket]:
 
 @pytest.fixture
 def sessiond(
-    tmp_path: Path, model: OpenAIServer, signals: socket.socket
+    tmp_path: Path, openai_server: OpenAIServer, signals: socket.socket
 ) -> Iterator[ServerProcess]:
     config = tmp_path / "sessiond.toml"
     config.write_text(
@@ -55,7 +49,7 @@ def sessiond(
 [agents.model]
 provider = "openai"
 model = "test-model"
-base_url = "{model.base_url}"
+base_url = "{openai_server.base_url}"
 tools = ["count"]
 max_attempts = 1
 """
@@ -112,11 +106,11 @@ def resumed_turn(server: ServerProcess, sid: str) -> dict[str, Any]:
 
 def test_a_call_killed_while_it_runs_is_in_doubt_and_the_model_is_told(
     tmp_path: Path,
-    model: OpenAIServer,
+    openai_server: OpenAIServer,
     signals: socket.socket,
     sessiond: ServerProcess,
 ) -> None:
-    model.script(
+    openai_server.script(
         tool_reply(tool_call("call_1", "count", "{}"), usage=(5, 2)),
         text_reply("The count is in doubt.", usage=(9, 4)),
     )
@@ -145,8 +139,8 @@ def test_a_call_killed_while_it_runs_is_in_doubt_and_the_model_is_told(
         "status": "in_doubt",
     }
     assert messages[3]["content"] == "The count is in doubt."
-    first, resumed = (r.body["messages"] for r in model.wait_for_requests(2))
-    assert len(model.requests) == 2
+    first, resumed = (r.body["messages"] for r in openai_server.wait_for_requests(2))
+    assert len(openai_server.requests) == 2
     assert first == [{"role": "user", "content": "count once"}]
     assert resumed[1]["tool_calls"][0]["id"] == "call_1"
     assert resumed[2] == {
@@ -158,17 +152,17 @@ def test_a_call_killed_while_it_runs_is_in_doubt_and_the_model_is_told(
 
 
 def test_a_call_that_finished_before_the_kill_is_not_run_again(
-    tmp_path: Path, model: OpenAIServer, sessiond: ServerProcess
+    tmp_path: Path, openai_server: OpenAIServer, sessiond: ServerProcess
 ) -> None:
     held = threading.Event()  # the next step's request: never answered
-    model.script(
+    openai_server.script(
         tool_reply(tool_call("call_1", "count", "{}"), usage=(5, 2)),
         text_reply("never", gate=held),
         text_reply("Counted once.", usage=(9, 4)),
     )
     sessiond.start()
     sid = submit(sessiond, "count once")
-    asked = model.wait_for_requests(2)[1]  # the result was recorded before it
+    asked = openai_server.wait_for_requests(2)[1]  # the result was recorded before it
 
     sessiond.kill(signal.SIGKILL)
     assert asked.disconnected.wait(WAIT)
@@ -184,7 +178,7 @@ def test_a_call_that_finished_before_the_kill_is_not_run_again(
     )
     assert messages[3]["content"] == "Counted once."
     assert found["ended"]["status"] == "completed"
-    resumed = model.wait_for_requests(3)[2].body["messages"]
+    resumed = openai_server.wait_for_requests(3)[2].body["messages"]
     assert resumed == asked.body["messages"]  # the same step, asked again
     assert resumed[-1] == {
         "role": "tool",

@@ -4,8 +4,6 @@ model's deltas as the native event types."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -18,16 +16,12 @@ KEY = "sk-gateway-test-0123456789"
 
 
 @pytest.fixture
-def model() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def sessiond(server_factory: ServerFactory, model: OpenAIServer) -> ServerProcess:
+def sessiond(
+    server_factory: ServerFactory, openai_server: OpenAIServer
+) -> ServerProcess:
     return server_factory(
         env={
-            "SESSIOND_OPENAI_BASE_URL": model.base_url,
+            "SESSIOND_OPENAI_BASE_URL": openai_server.base_url,
             "SESSIOND_OPENAI_MODEL": "test-model",
             "SESSIOND_OPENAI_API_KEY_ENV": "TEST_MODEL_KEY",
             "TEST_MODEL_KEY": KEY,
@@ -47,10 +41,10 @@ def streamed_turn(http: httpx.Client, sid: str, content: str) -> list[tuple[str,
 
 
 def test_a_native_sse_turn_streams_the_model_deltas(
-    sessiond: ServerProcess, model: OpenAIServer
+    sessiond: ServerProcess, openai_server: OpenAIServer
 ) -> None:
     pieces = ["Take ", "the ", "TGV."]
-    model.script(text_reply(pieces, usage=(17, 3)))
+    openai_server.script(text_reply(pieces, usage=(17, 3)))
     with httpx.Client(base_url=sessiond.url, timeout=20.0) as http:
         sid = new_session(http, agent_id="openai")["id"]
 
@@ -73,7 +67,7 @@ def test_a_native_sse_turn_streams_the_model_deltas(
     assert delta["stop_reason"] == "end_turn"
     assert delta["usage"] == {"input_tokens": 17, "output_tokens": 3}
     assert events[-1][1]["reply"]["content"] == "Take the TGV."
-    request = model.requests[0]
+    request = openai_server.requests[0]
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.body["messages"][-1] == {
         "role": "user",
@@ -82,9 +76,9 @@ def test_a_native_sse_turn_streams_the_model_deltas(
 
 
 def test_a_provider_failure_ends_the_stream_with_an_error_and_keeps_the_message(
-    sessiond: ServerProcess, model: OpenAIServer
+    sessiond: ServerProcess, openai_server: OpenAIServer
 ) -> None:
-    model.script(error_reply(400, code="context_length_exceeded"))
+    openai_server.script(error_reply(400, code="context_length_exceeded"))
     with httpx.Client(base_url=sessiond.url, timeout=20.0) as http:
         sid = new_session(http, agent_id="openai")["id"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,8 @@ WAIT = 10.0
 
 
 @pytest.fixture
-def model() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
 def sessiond(
-    server_factory: ServerFactory, model: OpenAIServer, tmp_path: Path
+    server_factory: ServerFactory, openai_server: OpenAIServer, tmp_path: Path
 ) -> ServerProcess:
     config = tmp_path / "sessiond.toml"
     config.write_text(
@@ -43,7 +36,7 @@ def sessiond(
 [agents.model]
 provider = "openai"
 model = "test-model"
-base_url = "{model.base_url}"
+base_url = "{openai_server.base_url}"
 tools = ["read_file"]
 max_attempts = 1
 """
@@ -73,13 +66,13 @@ def turn_ended(http: httpx.Client, sid: str) -> dict[str, Any]:
 
 
 def test_a_tool_loop_streams_in_order_over_real_http(
-    sessiond: ServerProcess, model: OpenAIServer, tmp_path: Path
+    sessiond: ServerProcess, openai_server: OpenAIServer, tmp_path: Path
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
     (work / "a.txt").write_text("alpha")
     (work / "b.txt").write_text("beta")
-    model.script(
+    openai_server.script(
         tool_reply(
             tool_call("call_a", "read_file", '{"path": "a.txt"}', pieces=3),
             tool_call("call_b", "read_file", '{"path": "b.txt"}', pieces=2),
@@ -138,7 +131,7 @@ def test_a_tool_loop_streams_in_order_over_real_http(
     assert done["reply"]["content"] == "alpha and beta"
     roles = [m["role"] for m in history["messages"]]
     assert roles == ["user", "assistant", "tool", "tool", "assistant"]
-    sent = model.wait_for_requests(2)[1].body["messages"]
+    sent = openai_server.wait_for_requests(2)[1].body["messages"]
     assert [(m["role"], m.get("tool_call_id")) for m in sent] == [
         ("user", None),
         ("assistant", None),
@@ -150,9 +143,9 @@ def test_a_tool_loop_streams_in_order_over_real_http(
 
 
 def test_an_sse_client_that_goes_away_cancels_the_turn_and_its_request(
-    sessiond: ServerProcess, model: OpenAIServer
+    sessiond: ServerProcess, openai_server: OpenAIServer
 ) -> None:
-    model.script(text_reply(["Hello ", "there"], stall_after=2))
+    openai_server.script(text_reply(["Hello ", "there"], stall_after=2))
     with httpx.Client(base_url=sessiond.url, timeout=20.0) as http:
         sid = new_model_session(http)
         with http.stream(
@@ -164,7 +157,7 @@ def test_an_sse_client_that_goes_away_cancels_the_turn_and_its_request(
             for event in sse_events(response):
                 if event.event == "text_delta":
                     break  # and hang up in the middle of the answer
-        request = model.wait_for_requests(1)[0]
+        request = openai_server.wait_for_requests(1)[0]
         assert request.disconnected.wait(WAIT), "the model request stayed open"
         ended = turn_ended(http, sid)
 
@@ -183,9 +176,9 @@ def raw_post(port: int, path: str, body: dict[str, Any]) -> socket.socket:
 
 
 def test_a_blocking_caller_that_goes_away_cancels_the_turn_under_cancel(
-    sessiond: ServerProcess, model: OpenAIServer
+    sessiond: ServerProcess, openai_server: OpenAIServer
 ) -> None:
-    model.script(text_reply(["Hello ", "there"], stall_after=2))
+    openai_server.script(text_reply(["Hello ", "there"], stall_after=2))
     with httpx.Client(base_url=sessiond.url, timeout=20.0) as http:
         sid = new_model_session(http)
         connection = raw_post(
@@ -193,7 +186,7 @@ def test_a_blocking_caller_that_goes_away_cancels_the_turn_under_cancel(
             f"/v1/sessions/{sid}/messages",
             {"content": "hi", "on_disconnect": "cancel"},
         )
-        request = model.wait_for_requests(1)[0]
+        request = openai_server.wait_for_requests(1)[0]
         connection.close()
 
         assert request.disconnected.wait(WAIT), "the model request stayed open"
@@ -203,16 +196,16 @@ def test_a_blocking_caller_that_goes_away_cancels_the_turn_under_cancel(
 
 
 def test_a_blocking_caller_that_goes_away_lets_the_turn_finish_by_default(
-    sessiond: ServerProcess, model: OpenAIServer
+    sessiond: ServerProcess, openai_server: OpenAIServer
 ) -> None:
     held = text_reply(["Hello ", "there"], stall_after=2)
-    model.script(held)
+    openai_server.script(held)
     with httpx.Client(base_url=sessiond.url, timeout=20.0) as http:
         sid = new_model_session(http)
         connection = raw_post(
             sessiond.port, f"/v1/sessions/{sid}/messages", {"content": "hi"}
         )
-        request = model.wait_for_requests(1)[0]
+        request = openai_server.wait_for_requests(1)[0]
         connection.close()
         held.release.set()
         ended = turn_ended(http, sid)

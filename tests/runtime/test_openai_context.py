@@ -6,10 +6,8 @@ tool call from its results, keep the latest user message, and with
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-import pytest
 
 from runtime import AgentConfig, ToolContext
 from runtime.settings import ContextConfig
@@ -42,14 +40,8 @@ def assert_pairs_intact(messages: Sequence[Mapping[str, Any]]) -> None:
         index += 1 + len(calls)
 
 
-@pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
 def test_a_recent_window_drops_a_call_with_its_results_and_keeps_the_last_message(
-    runtime_factory: RuntimeFactory, server: OpenAIServer
+    runtime_factory: RuntimeFactory, openai_server: OpenAIServer
 ) -> None:
     window = ContextConfig(
         strategy="recent", max_tokens=12, reserve_output_tokens=0, counter="words"
@@ -58,7 +50,7 @@ def test_a_recent_window_drops_a_call_with_its_results_and_keeps_the_last_messag
         id="model",
         provider="openai",
         model="test-model",
-        base_url=server.base_url,
+        base_url=openai_server.base_url,
         tools=("weather",),
         context=window,
     )
@@ -69,7 +61,7 @@ def test_a_recent_window_drops_a_call_with_its_results_and_keeps_the_last_messag
         description="The weather in a city.",
         parameters={"type": "object", "properties": {"city": {"type": "string"}}},
     )
-    server.script(
+    openai_server.script(
         tool_reply(tool_call("call_a", "weather", '{"city": "lyon"}')),
         text_reply("Lyon is sunny."),
         tool_reply(tool_call("call_b", "weather", '{"city": "paris"}')),
@@ -82,7 +74,7 @@ def test_a_recent_window_drops_a_call_with_its_results_and_keeps_the_last_messag
     for content in ("weather in lyon", "and in paris then", long_message):
         assert runtime.send(sid, content)["status"] == "completed"
 
-    bodies = [r.body["messages"] for r in server.wait_for_requests(5)]
+    bodies = [r.body["messages"] for r in openai_server.wait_for_requests(5)]
     for messages in bodies:
         assert_pairs_intact(messages)
     call_a = {
@@ -141,12 +133,12 @@ def test_summarize_asks_the_model_for_a_summary_and_sends_it_as_a_system_message
         counter="words",
         summary_tokens=3,
     )
-    with OpenAIServer(when_empty="echo", route=summaries) as server:
+    with OpenAIServer(when_empty="echo", route=summaries) as openai_server:
         model = AgentConfig(
             id="model",
             provider="openai",
             model="test-model",
-            base_url=server.base_url,
+            base_url=openai_server.base_url,
             system_prompt="Be brief.",
             tools=("weather",),
             context=window,
@@ -156,7 +148,7 @@ def test_summarize_asks_the_model_for_a_summary_and_sends_it_as_a_system_message
         sid = runtime.create("model")["id"]
         for text in ("one two", "three four", "five six", "seven eight"):
             runtime.send(sid, text)
-        requests = [r.body for r in server.requests]
+        requests = [r.body for r in openai_server.requests]
 
     asked = [b for b in requests if b["messages"][-1]["content"] == INSTRUCTION]
     assert asked, "no summary was asked for"
@@ -197,12 +189,12 @@ def test_a_smart_window_sends_the_pinned_message_then_the_most_recent(
     window = ContextConfig(
         strategy="smart", max_tokens=8, reserve_output_tokens=0, counter="words"
     )
-    with OpenAIServer(when_empty="echo") as server:
+    with OpenAIServer(when_empty="echo") as openai_server:
         model = AgentConfig(
             id="model",
             provider="openai",
             model="test-model",
-            base_url=server.base_url,
+            base_url=openai_server.base_url,
             context=window,
         )
         runtime = runtime_factory(agents={"model": model})
@@ -210,7 +202,7 @@ def test_a_smart_window_sends_the_pinned_message_then_the_most_recent(
         runtime.send(sid, "the code is 42", metadata={"pinned": True})
         for text in ("one two", "three four", "five six"):
             runtime.send(sid, text)
-        last = server.requests[-1].body["messages"]
+        last = openai_server.requests[-1].body["messages"]
 
     assert last == [
         {"role": "user", "content": "the code is 42"},

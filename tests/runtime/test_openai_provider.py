@@ -39,19 +39,15 @@ AgentFactory = Callable[..., OpenAIAgent]
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
 def delays() -> list[float]:
     """The waits the agent asked for between attempts (none is really waited)."""
     return []
 
 
 @pytest.fixture
-def agent_factory(server: OpenAIServer, delays: list[float]) -> Iterator[AgentFactory]:
+def agent_factory(
+    openai_server: OpenAIServer, delays: list[float]
+) -> Iterator[AgentFactory]:
     made: list[OpenAIAgent] = []
 
     def make(**changes: Any) -> OpenAIAgent:
@@ -59,7 +55,7 @@ def agent_factory(server: OpenAIServer, delays: list[float]) -> Iterator[AgentFa
             "id": "model",
             "provider": "openai",
             "model": "test-model",
-            "base_url": server.base_url,
+            "base_url": openai_server.base_url,
         }
         values.update(changes)
         agent = OpenAIAgent(
@@ -88,9 +84,9 @@ def final_of(outputs: list[AgentOutput]) -> FinalMessage:
 
 
 def test_text_streams_as_deltas_in_order_then_one_final_message(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(text_reply(["Take ", "the ", "TGV", "."], usage=(31, 4)))
+    openai_server.script(text_reply(["Take ", "the ", "TGV", "."], usage=(31, 4)))
 
     outputs = list(agent.run(USER))
 
@@ -110,15 +106,15 @@ def test_text_streams_as_deltas_in_order_then_one_final_message(
 
 
 def test_a_delta_reaches_the_caller_before_the_server_sends_the_next(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     # the role chunk and the first piece, then the server holds the stream
     reply = text_reply(["first ", "second"], stall_after=2)
-    server.script(reply)
+    openai_server.script(reply)
 
     outputs = agent.run(USER)
     assert next(outputs) == TextDelta("first ")
-    request = server.requests[0]
+    request = openai_server.requests[0]
     assert not request.answered.is_set()  # the rest is not even sent yet
     reply.release.set()
     rest = list(outputs)
@@ -128,11 +124,13 @@ def test_a_delta_reaches_the_caller_before_the_server_sends_the_next(
 
 
 def test_two_parallel_tool_calls_are_assembled_from_interleaved_chunks(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     search = tool_call("call_a", "search", '{"query": "trains to Lyon"}', pieces=4)
     weather = tool_call("call_b", "weather", '{"city": "Lyon", "days": 2}', pieces=3)
-    server.script(tool_reply(search, weather, text="Let me look.", interleave=True))
+    openai_server.script(
+        tool_reply(search, weather, text="Let me look.", interleave=True)
+    )
 
     outputs = list(agent.run(USER))
 
@@ -161,10 +159,10 @@ def test_two_parallel_tool_calls_are_assembled_from_interleaved_chunks(
 
 
 def test_a_tool_call_without_an_id_or_index_gets_one(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     whole = {"function": {"name": "clock", "arguments": "{}"}}
-    server.script(
+    openai_server.script(
         Reply(
             chunks=[
                 {"choices": [{"index": 0, "delta": {"tool_calls": [whole]}}]},
@@ -182,7 +180,7 @@ def test_a_tool_call_without_an_id_or_index_gets_one(
 
 
 def test_the_request_maps_history_tools_system_prompt_and_sampling(
-    server: OpenAIServer, agent_factory: AgentFactory
+    openai_server: OpenAIServer, agent_factory: AgentFactory
 ) -> None:
     agent = agent_factory(
         system_prompt="You are terse.",
@@ -217,11 +215,11 @@ def test_the_request_maps_history_tools_system_prompt_and_sampling(
             {"type": "object", "properties": {"q": {"type": "string"}}},
         )
     ]
-    server.script(text_reply("Three trains."))
+    openai_server.script(text_reply("Three trains."))
 
     list(agent.run(history, tools))
 
-    body = server.requests[0].body
+    body = openai_server.requests[0].body
     assert body == {
         "model": "test-model",
         "messages": [
@@ -261,13 +259,13 @@ def test_the_request_maps_history_tools_system_prompt_and_sampling(
             }
         ],
     }
-    assert server.requests[0].path == "/v1/chat/completions"
+    assert openai_server.requests[0].path == "/v1/chat/completions"
 
 
 def test_without_usage_from_the_server_it_is_estimated_and_marked(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(text_reply("Take the TGV at nine.", usage=None))
+    openai_server.script(text_reply("Take the TGV at nine.", usage=None))
 
     final = final_of(list(agent.run(USER)))
 
@@ -286,9 +284,12 @@ def test_without_usage_from_the_server_it_is_estimated_and_marked(
     ],
 )
 def test_finish_reasons_map_onto_stop_reasons(
-    server: OpenAIServer, agent: OpenAIAgent, finish_reason: str, stop_reason: str
+    openai_server: OpenAIServer,
+    agent: OpenAIAgent,
+    finish_reason: str,
+    stop_reason: str,
 ) -> None:
-    server.script(text_reply("Hello", finish_reason=finish_reason))
+    openai_server.script(text_reply("Hello", finish_reason=finish_reason))
 
     final = final_of(list(agent.run(USER)))
 
@@ -297,10 +298,10 @@ def test_finish_reasons_map_onto_stop_reasons(
 
 
 def test_a_tool_call_cut_off_by_the_token_limit_is_not_returned_to_run(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     cut = tool_call("call_1", "search", '{"query": "tra', pieces=2)
-    server.script(tool_reply(cut, finish_reason="length"))
+    openai_server.script(tool_reply(cut, finish_reason="length"))
 
     final = final_of(list(agent.run(USER)))
 
@@ -310,10 +311,10 @@ def test_a_tool_call_cut_off_by_the_token_limit_is_not_returned_to_run(
 
 
 def test_a_server_that_answers_one_json_completion_is_understood(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     call = tool_call("call_9", "search", '{"q": "x"}')
-    server.script(tool_reply(call, text="Looking.", usage=(5, 3), as_json=True))
+    openai_server.script(tool_reply(call, text="Looking.", usage=(5, 3), as_json=True))
 
     outputs = list(agent.run(USER))
 
@@ -329,53 +330,55 @@ def test_a_server_that_answers_one_json_completion_is_understood(
 
 
 def test_429_then_success_honours_retry_after(
-    server: OpenAIServer, agent: OpenAIAgent, delays: list[float]
+    openai_server: OpenAIServer, agent: OpenAIAgent, delays: list[float]
 ) -> None:
-    server.script(error_reply(429, retry_after=0.05), text_reply("Hello"))
+    openai_server.script(error_reply(429, retry_after=0.05), text_reply("Hello"))
 
     final = final_of(list(agent.run(USER)))
 
     assert final.content == "Hello"
-    assert len(server.requests) == 2
+    assert len(openai_server.requests) == 2
     assert delays == [0.05]
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_a_5xx_before_any_token_is_retried_with_backoff(
-    server: OpenAIServer, agent: OpenAIAgent, delays: list[float], status: int
+    openai_server: OpenAIServer, agent: OpenAIAgent, delays: list[float], status: int
 ) -> None:
-    server.script(error_reply(status), error_reply(status), text_reply("Hello"))
+    openai_server.script(error_reply(status), error_reply(status), text_reply("Hello"))
 
     final = final_of(list(agent.run(USER)))
 
     assert final.content == "Hello"
-    assert len(server.requests) == 3
+    assert len(openai_server.requests) == 3
     # exponential from 0.5 s, half fixed and half jitter (fixed at 0.5 here)
     assert delays == [0.375, 0.75]
 
 
 def test_a_dropped_connection_before_any_token_is_retried(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(dropped(), text_reply("Hello"))
+    openai_server.script(dropped(), text_reply("Hello"))
 
     assert final_of(list(agent.run(USER))).content == "Hello"
-    assert len(server.requests) == 2
+    assert len(openai_server.requests) == 2
 
 
 def test_a_stream_cut_before_any_token_is_retried(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(text_reply("Lost", cut_after=1), text_reply("Hello"))
+    openai_server.script(text_reply("Lost", cut_after=1), text_reply("Hello"))
 
     assert final_of(list(agent.run(USER))).content == "Hello"
-    assert len(server.requests) == 2
+    assert len(openai_server.requests) == 2
 
 
 def test_a_stream_cut_after_a_token_fails_the_step_and_is_not_retried(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(text_reply(["Take ", "the ", "TGV"], cut_after=2), text_reply("x"))
+    openai_server.script(
+        text_reply(["Take ", "the ", "TGV"], cut_after=2), text_reply("x")
+    )
 
     outputs: list[AgentOutput] = []
     with pytest.raises(ProviderError) as caught:
@@ -383,36 +386,36 @@ def test_a_stream_cut_after_a_token_fails_the_step_and_is_not_retried(
 
     assert outputs == [TextDelta("Take ")]
     assert caught.value.code == "provider_error"
-    assert len(server.requests) == 1
-    assert server.pending == 1
+    assert len(openai_server.requests) == 1
+    assert openai_server.pending == 1
 
 
 def test_a_stream_that_ends_without_finishing_fails_once_a_token_was_sent(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     piece = {"choices": [{"index": 0, "delta": {"content": "Take"}}]}
-    server.script(Reply(chunks=[piece], done=False), text_reply("x"))
+    openai_server.script(Reply(chunks=[piece], done=False), text_reply("x"))
 
     with pytest.raises(ProviderError, match="ended early"):
         list(agent.run(USER))
-    assert len(server.requests) == 1
+    assert len(openai_server.requests) == 1
 
 
 def test_an_error_inside_the_stream_fails_the_step(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     failure = {"error": {"message": "overloaded", "type": "server_error"}}
-    server.script(Reply(chunks=[failure]))
+    openai_server.script(Reply(chunks=[failure]))
 
     with pytest.raises(ProviderError, match="server_error"):
         list(agent.run(USER))
 
 
 def test_attempts_are_bounded_and_the_last_status_is_reported(
-    server: OpenAIServer, agent_factory: AgentFactory
+    openai_server: OpenAIServer, agent_factory: AgentFactory
 ) -> None:
     agent = agent_factory(max_attempts=2)
-    server.script(error_reply(500), error_reply(503), text_reply("never"))
+    openai_server.script(error_reply(500), error_reply(503), text_reply("never"))
 
     with pytest.raises(ProviderError) as caught:
         list(agent.run(USER))
@@ -420,13 +423,13 @@ def test_attempts_are_bounded_and_the_last_status_is_reported(
     assert caught.value.code == "provider_error"
     assert caught.value.status == 503
     assert caught.value.agent_id == "model"
-    assert len(server.requests) == 2
+    assert len(openai_server.requests) == 2
 
 
 def test_rate_limiting_that_persists_is_a_rate_limited_error(
-    server: OpenAIServer, agent: OpenAIAgent, delays: list[float]
+    openai_server: OpenAIServer, agent: OpenAIAgent, delays: list[float]
 ) -> None:
-    server.script(*(error_reply(429, retry_after=0.01) for _ in range(3)))
+    openai_server.script(*(error_reply(429, retry_after=0.01) for _ in range(3)))
 
     with pytest.raises(ProviderRateLimitedError) as caught:
         list(agent.run(USER))
@@ -435,35 +438,35 @@ def test_rate_limiting_that_persists_is_a_rate_limited_error(
     assert caught.value.status == 429
     assert caught.value.retry_after == 0.01
     assert delays == [0.01, 0.01]
-    assert len(server.requests) == 3
+    assert len(openai_server.requests) == 3
 
 
 def test_a_retry_after_beyond_the_cap_is_not_waited_for(
-    server: OpenAIServer, agent_factory: AgentFactory, delays: list[float]
+    openai_server: OpenAIServer, agent_factory: AgentFactory, delays: list[float]
 ) -> None:
     agent = agent_factory(backoff_cap_seconds=5)
-    server.script(error_reply(429, retry_after=60), text_reply("x"))
+    openai_server.script(error_reply(429, retry_after=60), text_reply("x"))
 
     with pytest.raises(ProviderRateLimitedError) as caught:
         list(agent.run(USER))
 
     assert caught.value.retry_after == 60
     assert delays == []
-    assert len(server.requests) == 1
+    assert len(openai_server.requests) == 1
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
 def test_a_4xx_is_not_retried(
-    server: OpenAIServer, agent: OpenAIAgent, status: int
+    openai_server: OpenAIServer, agent: OpenAIAgent, status: int
 ) -> None:
-    server.script(error_reply(status, code="invalid_value"), text_reply("x"))
+    openai_server.script(error_reply(status, code="invalid_value"), text_reply("x"))
 
     with pytest.raises(ProviderError) as caught:
         list(agent.run(USER))
 
     assert caught.value.status == status
     assert "invalid_value" in caught.value.detail  # the server's code, quoted
-    assert len(server.requests) == 1
+    assert len(openai_server.requests) == 1
 
 
 def test_an_unreachable_server_is_retried_then_a_provider_error(
@@ -479,10 +482,12 @@ def test_an_unreachable_server_is_retried_then_a_provider_error(
 
 
 def test_a_stream_that_stalls_times_out_and_is_not_retried(
-    server: OpenAIServer, agent_factory: AgentFactory
+    openai_server: OpenAIServer, agent_factory: AgentFactory
 ) -> None:
     agent = agent_factory(read_timeout_seconds=0.2)
-    server.script(text_reply(["Take ", "the ", "TGV"], stall_after=2), text_reply("x"))
+    openai_server.script(
+        text_reply(["Take ", "the ", "TGV"], stall_after=2), text_reply("x")
+    )
 
     outputs: list[AgentOutput] = []
     with pytest.raises(ProviderTimeoutError) as caught:
@@ -490,34 +495,34 @@ def test_a_stream_that_stalls_times_out_and_is_not_retried(
 
     assert outputs == [TextDelta("Take ")]
     assert caught.value.code == "provider_timeout"
-    assert server.requests[0].disconnected.wait(5)
-    assert len(server.requests) == 1
+    assert openai_server.requests[0].disconnected.wait(5)
+    assert len(openai_server.requests) == 1
 
 
 def test_a_server_silent_before_answering_times_out(
-    server: OpenAIServer, agent_factory: AgentFactory
+    openai_server: OpenAIServer, agent_factory: AgentFactory
 ) -> None:
     agent = agent_factory(read_timeout_seconds=0.2)
     gate = threading.Event()
-    server.script(text_reply("late", gate=gate), text_reply("x"))
+    openai_server.script(text_reply("late", gate=gate), text_reply("x"))
 
     with pytest.raises(ProviderTimeoutError, match=r"sent nothing for 0\.2 s"):
         list(agent.run(USER))
 
     # a read timeout is not retried: the request may still be running upstream
-    assert len(server.requests) == 1
-    assert server.requests[0].disconnected.wait(5)
+    assert len(openai_server.requests) == 1
+    assert openai_server.requests[0].disconnected.wait(5)
 
 
 def test_errors_and_logs_carry_no_content_and_no_key(
-    server: OpenAIServer,
+    openai_server: OpenAIServer,
     agent_factory: AgentFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     agent = agent_factory(api_key=API_KEY, system_prompt="PROMPT-SECRET-SYSTEM")
     history = [{"role": "user", "content": "PROMPT-SECRET-USER"}]
     echoed = "PROMPT-SECRET-USER is not allowed"  # an error body quoting the prompt
-    server.script(
+    openai_server.script(
         error_reply(429, retry_after=0.01, message=echoed),
         error_reply(500, message=echoed),
         error_reply(400, message=echoed, code=echoed),
@@ -538,14 +543,14 @@ def test_errors_and_logs_carry_no_content_and_no_key(
 
 
 def test_the_api_key_is_sent_as_a_bearer_token_only_when_configured(
-    server: OpenAIServer, agent_factory: AgentFactory
+    openai_server: OpenAIServer, agent_factory: AgentFactory
 ) -> None:
-    server.script(text_reply("a"), text_reply("b"))
+    openai_server.script(text_reply("a"), text_reply("b"))
 
     list(agent_factory(api_key=API_KEY).run(USER))
     list(agent_factory().run(USER))
 
-    with_key, without = server.requests
+    with_key, without = openai_server.requests
     assert with_key.headers["authorization"] == f"Bearer {API_KEY}"
     assert "authorization" not in without.headers
 
@@ -554,14 +559,14 @@ def test_the_api_key_is_sent_as_a_bearer_token_only_when_configured(
 
 
 def test_closing_the_step_mid_stream_closes_the_upstream_connection(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
     reply = text_reply(["Take ", "the ", "TGV"], stall_after=2)
-    server.script(reply)
+    openai_server.script(reply)
 
     outputs = agent.run(USER)
     assert next(outputs) == TextDelta("Take ")
-    request = server.requests[0]
+    request = openai_server.requests[0]
     assert not request.disconnected.is_set()
     outputs.close()  # type: ignore[attr-defined]
 
@@ -570,15 +575,17 @@ def test_closing_the_step_mid_stream_closes_the_upstream_connection(
 
 
 def test_connections_are_reused_between_steps(
-    server: OpenAIServer, agent: OpenAIAgent
+    openai_server: OpenAIServer, agent: OpenAIAgent
 ) -> None:
-    server.script(text_reply("a"), text_reply("b"))
+    openai_server.script(text_reply("a"), text_reply("b"))
 
     list(agent.run(USER))
     list(agent.run(USER))
 
-    assert [r.disconnected.is_set() for r in server.requests] == [False, False]
-    assert server.requests[1].client_port == server.requests[0].client_port
+    assert [r.disconnected.is_set() for r in openai_server.requests] == [False, False]
+    assert (
+        openai_server.requests[1].client_port == openai_server.requests[0].client_port
+    )
 
 
 # --- the scripted server as a process (for tests that kill processes)

@@ -6,7 +6,6 @@ records what it was sent (and whether the client went away)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,18 +32,12 @@ def weather(arguments: dict[str, Any], context: ToolContext) -> str:
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def runtime(runtime_factory: RuntimeFactory, server: OpenAIServer) -> Runtime:
+def runtime(runtime_factory: RuntimeFactory, openai_server: OpenAIServer) -> Runtime:
     model = AgentConfig(
         id="model",
         provider="openai",
         model="test-model",
-        base_url=server.base_url,
+        base_url=openai_server.base_url,
         system_prompt="Be brief.",
         tools=("weather",),
         max_attempts=1,
@@ -73,9 +66,11 @@ def two_calls() -> Any:
 
 
 def test_two_parallel_calls_run_and_their_results_go_back_in_openai_form(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(two_calls(), text_reply("Lyon sunny, Paris rain.", usage=(30, 6)))
+    openai_server.script(
+        two_calls(), text_reply("Lyon sunny, Paris rain.", usage=(30, 6))
+    )
     sid = runtime.create("model")["id"]
 
     events = list(runtime.stream(sid, "Weather in Lyon and Paris?"))
@@ -118,7 +113,7 @@ def test_two_parallel_calls_run_and_their_results_go_back_in_openai_form(
     assert first["reply_to"] == second["reply_to"] == step["offset"]
     assert step["offset"] < first["offset"] < second["offset"] < log[4]["offset"]
 
-    asked, answered = (r.body for r in server.wait_for_requests(2))
+    asked, answered = (r.body for r in openai_server.wait_for_requests(2))
     assert asked["tools"][0]["function"]["name"] == "weather"
     assert answered["messages"] == [
         {"role": "system", "content": "Be brief."},
@@ -145,9 +140,9 @@ def test_two_parallel_calls_run_and_their_results_go_back_in_openai_form(
 
 
 def test_a_call_with_bad_arguments_is_an_error_result_the_model_reads(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(
+    openai_server.script(
         tool_reply(tool_call("call_x", "weather", '{"town": "lyon"}')),
         text_reply("Sorry."),
     )
@@ -156,7 +151,7 @@ def test_a_call_with_bad_arguments_is_an_error_result_the_model_reads(
     result = runtime.send(sid, "Weather?")
 
     assert result["tool_calls"][0]["status"] == "error"
-    sent = server.wait_for_requests(2)[1].body["messages"][-1]
+    sent = openai_server.wait_for_requests(2)[1].body["messages"][-1]
     assert sent["role"] == "tool"
     assert sent["tool_call_id"] == "call_x"
     assert "city" in sent["content"]
@@ -199,13 +194,13 @@ def wait_idle(runtime: Runtime, sid: str) -> None:
 
 
 def test_reject_answers_busy_and_records_nothing_while_the_model_streams(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
     held = stalled()
-    server.script(held)
+    openai_server.script(held)
     sid = runtime.create("model", concurrency="reject")["id"]
     runtime.submit(sid, "first")
-    server.wait_for_requests(1)
+    openai_server.wait_for_requests(1)
 
     with pytest.raises(SessionBusyError):
         runtime.send(sid, "second")
@@ -214,17 +209,17 @@ def test_reject_answers_busy_and_records_nothing_while_the_model_streams(
     held.release.set()
     wait_idle(runtime, sid)
     assert [m["content"] for m in runtime.messages(sid)] == ["first", "Hello there"]
-    assert len(server.requests) == 1
+    assert len(openai_server.requests) == 1
 
 
 def test_interrupt_stops_the_stream_closes_the_request_and_runs_the_new_turn(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(stalled(), text_reply("Second answer."))
+    openai_server.script(stalled(), text_reply("Second answer."))
     sid = runtime.create("model", concurrency="interrupt")["id"]
     streaming = Streaming(runtime, sid, "first")
     assert streaming.delta.wait(WAIT)
-    first = server.requests[0]
+    first = openai_server.requests[0]
 
     result = runtime.send(sid, "second")
 
@@ -247,7 +242,7 @@ def test_interrupt_stops_the_stream_closes_the_request_and_runs_the_new_turn(
     assert log[1]["metadata"]["interrupted"] is True
     assert streaming.join()[-1]["status"] == "interrupted"
     # the model saw the interrupted exchange as it was recorded
-    assert server.requests[1].body["messages"][1:] == [
+    assert openai_server.requests[1].body["messages"][1:] == [
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "Hello "},
         {"role": "user", "content": "second"},
@@ -255,13 +250,13 @@ def test_interrupt_stops_the_stream_closes_the_request_and_runs_the_new_turn(
 
 
 def test_enqueue_runs_the_turns_one_after_the_other_in_order(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
     held = stalled()
-    server.script(held, text_reply("Second answer."))
+    openai_server.script(held, text_reply("Second answer."))
     sid = runtime.create("model")["id"]
     runtime.submit(sid, "first")
-    server.wait_for_requests(1)
+    openai_server.wait_for_requests(1)
     results: list[dict[str, Any]] = []
     waiting = threading.Thread(
         target=lambda: results.append(runtime.send(sid, "second"))
@@ -269,7 +264,7 @@ def test_enqueue_runs_the_turns_one_after_the_other_in_order(
     waiting.start()
     queue = runtime.turn_queues.of(sid)
     assert queue.wait_until(lambda q: q.waiting == 1, WAIT)
-    assert len(server.requests) == 1  # the second turn waits for the first
+    assert len(openai_server.requests) == 1  # the second turn waits for the first
 
     held.release.set()
     waiting.join(WAIT)
@@ -281,7 +276,7 @@ def test_enqueue_runs_the_turns_one_after_the_other_in_order(
         "second",
         "Second answer.",
     ]
-    assert server.requests[1].body["messages"][-3:] == [
+    assert openai_server.requests[1].body["messages"][-3:] == [
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "Hello there"},
         {"role": "user", "content": "second"},
@@ -292,15 +287,15 @@ def test_enqueue_runs_the_turns_one_after_the_other_in_order(
 
 
 def test_a_caller_timeout_cancels_the_turn_and_closes_the_request(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(stalled())
+    openai_server.script(stalled())
     sid = runtime.create("model")["id"]
 
     with pytest.raises(TurnTimeoutError):
         runtime.send(sid, "first", timeout=0.3)
 
-    request = server.wait_for_requests(1)[0]
+    request = openai_server.wait_for_requests(1)[0]
     assert request.disconnected.wait(WAIT), "the request outlived its turn"
     ended = [
         e["data"] for e in runtime.events(sid)["events"] if e["type"] == "turn_ended"
@@ -311,7 +306,7 @@ def test_a_caller_timeout_cancels_the_turn_and_closes_the_request(
 
 
 def test_a_cancelled_step_is_not_retried_and_its_request_is_closed(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
     # Only the role chunk comes, then silence: nothing was streamed yet, so a
     # dropped connection would be retried, were it not the turn's own doing.
@@ -319,13 +314,13 @@ def test_a_cancelled_step_is_not_retried_and_its_request_is_closed(
         id="retrying",
         provider="openai",
         model="test-model",
-        base_url=server.base_url,
+        base_url=openai_server.base_url,
         max_attempts=3,
         backoff_seconds=0.0,
     )
     agent = OpenAIAgent(config)
     runtime.agents.register("retrying", agent, config)
-    server.script(text_reply("never", stall_after=1), text_reply("retried"))
+    openai_server.script(text_reply("never", stall_after=1), text_reply("retried"))
     sid = runtime.create("retrying")["id"]
     token = CancelToken()
     outcome: list[dict[str, Any]] = []
@@ -333,13 +328,13 @@ def test_a_cancelled_step_is_not_retried_and_its_request_is_closed(
         target=lambda: outcome.append(runtime.send(sid, "first", cancel=token))
     )
     worker.start()
-    request = server.wait_for_requests(1)[0]
+    request = openai_server.wait_for_requests(1)[0]
 
     token.cancel()
     worker.join(WAIT)
 
     assert outcome[0]["status"] == "cancelled"
     assert request.disconnected.wait(WAIT), "the request outlived its turn"
-    assert len(server.requests) == 1
-    assert server.pending == 1
+    assert len(openai_server.requests) == 1
+    assert openai_server.pending == 1
     agent.close()

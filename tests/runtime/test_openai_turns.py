@@ -3,8 +3,6 @@ chat-completions server (one model step per turn: no tools)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from runtime import AgentConfig, Runtime
@@ -13,18 +11,12 @@ from tests.support.openai_server import OpenAIServer, text_reply
 
 
 @pytest.fixture
-def server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as running:
-        yield running
-
-
-@pytest.fixture
-def runtime(runtime_factory: RuntimeFactory, server: OpenAIServer) -> Runtime:
+def runtime(runtime_factory: RuntimeFactory, openai_server: OpenAIServer) -> Runtime:
     model = AgentConfig(
         id="model",
         provider="openai",
         model="test-model",
-        base_url=server.base_url,
+        base_url=openai_server.base_url,
         system_prompt="Be brief.",
         params={"temperature": 0},
     )
@@ -32,9 +24,9 @@ def runtime(runtime_factory: RuntimeFactory, server: OpenAIServer) -> Runtime:
 
 
 def test_send_records_the_model_reply_with_its_usage(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(text_reply(["Take ", "the ", "TGV."], usage=(42, 3)))
+    openai_server.script(text_reply(["Take ", "the ", "TGV."], usage=(42, 3)))
     sid = runtime.create("model")["id"]
 
     result = runtime.send(sid, "Trains to Lyon?")
@@ -50,7 +42,7 @@ def test_send_records_the_model_reply_with_its_usage(
         ("user", "Trains to Lyon?"),
         ("assistant", "Take the TGV."),
     ]
-    body = server.requests[0].body
+    body = openai_server.requests[0].body
     assert body["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Trains to Lyon?"},
@@ -59,15 +51,15 @@ def test_send_records_the_model_reply_with_its_usage(
 
 
 def test_the_next_turn_sends_the_conversation_so_far(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
-    server.script(text_reply("Take the TGV."), text_reply("At nine."))
+    openai_server.script(text_reply("Take the TGV."), text_reply("At nine."))
     sid = runtime.create("model")["id"]
 
     runtime.send(sid, "Trains to Lyon?")
     runtime.send(sid, "When?")
 
-    assert server.requests[1].body["messages"] == [
+    assert openai_server.requests[1].body["messages"] == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Trains to Lyon?"},
         {"role": "assistant", "content": "Take the TGV."},
@@ -76,10 +68,10 @@ def test_the_next_turn_sends_the_conversation_so_far(
 
 
 def test_streaming_a_turn_yields_the_model_deltas_in_order(
-    runtime: Runtime, server: OpenAIServer
+    runtime: Runtime, openai_server: OpenAIServer
 ) -> None:
     pieces = ["Take ", "the ", "TGV ", "at ", "nine."]
-    server.script(text_reply(pieces))
+    openai_server.script(text_reply(pieces))
     sid = runtime.create("model")["id"]
 
     events = list(runtime.stream(sid, "Trains to Lyon?"))
