@@ -350,6 +350,9 @@ class Session(BaseAggregate[str]):
         url: str | None
         headers: dict[str, str] | None
         events: list[str] | None
+        format: str | None = None
+        """The payload's shape, by the name of a registered format (``None``:
+        the native ``{session_id, event}``)."""
 
         def apply(self, session: Session) -> None:
             session.webhook = (
@@ -359,6 +362,7 @@ class Session(BaseAggregate[str]):
                     "url": self.url,
                     "headers": self.headers or {},
                     "events": self.events,
+                    "format": self.format,
                 }
             )
             session.updated_at = self.timestamp
@@ -1104,8 +1108,10 @@ class Session(BaseAggregate[str]):
         url: str | None,
         headers: dict[str, str] | None = None,
         events: list[str] | None = None,
+        format: str | None = None,
     ) -> None:
-        """Register (or with ``url=None`` remove) the session's webhook."""
+        """Register (or with ``url=None`` remove) the session's webhook;
+        ``format`` names the payload's shape (see ``WebhookSet.format``)."""
         self.check_writable()
         if url is not None and (
             not isinstance(url, str) or not url.startswith(("http://", "https://"))
@@ -1122,12 +1128,17 @@ class Session(BaseAggregate[str]):
             isinstance(events, list) and all(isinstance(e, str) for e in events)
         ):
             raise InvalidRequestError("webhook events must be a list of event types")
+        if format is not None and not (
+            isinstance(format, str) and format.isidentifier() and len(format) <= 32
+        ):
+            raise InvalidRequestError("webhook format must be a format name")
         self.trigger_event(
             self.WebhookSet,
             timestamp=timestamp,
             url=url,
             headers=headers or None,
             events=events,
+            format=format,
         )
 
     def end(

@@ -26,6 +26,7 @@ from starlette.middleware import Middleware
 from gateway.auth import Authenticator, AuthMiddleware, FailureLimiter
 from gateway.context import Gateway
 from gateway.dialects import ROUTES as DIALECT_ROUTES
+from gateway.dialects import WEBHOOK_FORMATS as DIALECT_WEBHOOK_FORMATS
 from gateway.errors import EXCEPTION_HANDLERS, CatchAllMiddleware
 from gateway.idempotency import IdempotencyCache
 from gateway.limits import BodyLimitMiddleware, Limits, StreamSlots
@@ -72,6 +73,8 @@ def create_app(
             loop=asyncio.get_running_loop(),
         )
         app.state.gateway = gateway
+        for name, render in DIALECT_WEBHOOK_FORMATS.items():
+            active.register_webhook_format(name, render)
         # Turns a crash left open carry on (their in-doubt calls are recorded).
         active.resume_turns(background=True)
         logger.info(

@@ -43,6 +43,7 @@ from runtime.settings import AgentConfig, ConfigError, Settings
 from runtime.tail import TailInterrupted
 from runtime.tools import ToolContext, ToolError
 from runtime.turn_control import CancelToken
+from runtime.webhook_formats import WebhookEvent, WebhookFormat
 
 __all__ = [
     "LOCAL_PRINCIPAL",
@@ -91,4 +92,6 @@ __all__ = [
     "TurnCancelledError",
     "TurnFailedError",
     "TurnTimeoutError",
+    "WebhookEvent",
+    "WebhookFormat",
 ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
 
+from aggregates.errors import InvalidRequestError
 from projections.documents import format_time
 from runtime.actor import Read
 from runtime.core import (
@@ -21,6 +22,7 @@ from runtime.core import (
 )
 from runtime.persistence import SessionsRecorder
 from runtime.principal import LOCAL_PRINCIPAL, Principal
+from runtime.webhook_formats import WebhookFormat
 
 if TYPE_CHECKING:
     pass
@@ -125,9 +127,15 @@ class LifecycleCalls(RuntimeCore):
         expected_offset: int | None = None,
         headers: Mapping[str, str] | None = None,
         events: AnyList | None = None,
+        format: str | None = None,
     ) -> dict[str, Any]:
         """Deliver the session's events (all, or the ``events`` types named) to
-        ``url`` from the durable outbox; ``url=None`` removes the webhook."""
+        ``url`` from the durable outbox; ``url=None`` removes the webhook.
+        ``format`` names a registered payload format
+        (:meth:`register_webhook_format`); the default is ``{session_id,
+        event}``."""
+        if format is not None and format not in self._webhook_formats():
+            raise InvalidRequestError(f"no webhook format {format!r} is registered")
         self._row(session_id, principal)
         self._execute_expecting(
             expected_offset,
@@ -137,9 +145,20 @@ class LifecycleCalls(RuntimeCore):
                 url=url,
                 headers=dict(headers) if headers is not None else None,
                 events=events,
+                format=format,
             ),
         )
         return self._document(session_id)
+
+    def register_webhook_format(self, name: str, render: WebhookFormat) -> None:
+        """Make ``render`` the payload format ``name`` webhooks may ask for
+        (see :mod:`runtime.webhook_formats`)."""
+        self._webhook_formats()[name] = render
+
+    def _webhook_formats(self) -> dict[str, WebhookFormat]:
+        recorder = self.app.recorder
+        assert isinstance(recorder, SessionsRecorder)
+        return recorder.webhook_formats
 
     def webhook_deliveries(
         self,

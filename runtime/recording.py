@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from projections.codec import OPENED_TOPIC, decode_state
-from projections.documents import event_document, event_type_name
+from projections.documents import event_document, session_document
 from runtime.committer import AfterBatch, GroupCommitter
 from runtime.feed import LocalPublications
+from runtime.webhook_formats import WebhookEvent, WebhookFormat
 
 if TYPE_CHECKING:
     from eventsourcing.persistence import StoredEvent
@@ -65,6 +66,8 @@ class SessionsRecorder:
         self.bus = bus
         self.clock = clock
         self.server_webhooks = server_webhooks
+        self.webhook_formats: dict[str, WebhookFormat] = {}
+        """Registered payload formats, by name (see runtime.webhook_formats)."""
         self.on_outbox: Callable[[], None] | None = None
         self.local = LocalPublications()
         self._outbox_written = False
@@ -143,25 +146,36 @@ class SessionsRecorder:
         if not any(targets.values()):
             return
         now_ms = int(self.clock.now().timestamp() * 1000)
+        by_id = {s.id: s for s in sessions}
+        documents = [
+            (
+                str(stored.originator_id),
+                event_document(
+                    stored.originator_version, stored.topic, decode_state(stored.state)
+                ),
+            )
+            for stored in stored_events
+        ]
         rows = []
-        for stored in stored_events:
-            session_id = str(stored.originator_id)
+        for session_id, document in documents:
             hooks = targets.get(session_id)
             if not hooks:
                 continue
-            kind = event_type_name(stored.topic)
-            document = event_document(
-                stored.originator_version, stored.topic, decode_state(stored.state)
-            )
-            payload = orjson.dumps({"session_id": session_id, "event": document})
+            kind = document["type"]
+            native = orjson.dumps({"session_id": session_id, "event": document})
             for hook in hooks:
                 wanted = hook.get("events")
                 if wanted and kind not in wanted:
                     continue
+                payload = self._payload(
+                    hook, native, by_id[session_id], document, documents
+                )
+                if payload is None:
+                    continue
                 rows.append(
                     (
                         session_id,
-                        stored.originator_version,
+                        document["offset"],
                         hook["url"],
                         orjson.dumps(hook.get("headers") or {}),
                         payload,
@@ -171,6 +185,34 @@ class SessionsRecorder:
         if rows:
             self.views.enqueue_webhooks(cursor, rows)
             self._outbox_written = True
+
+    def _payload(
+        self,
+        hook: Mapping[str, Any],
+        native: bytes,
+        session: Session,
+        document: dict[str, Any],
+        documents: list[tuple[str, dict[str, Any]]],
+    ) -> bytes | None:
+        """The delivery's bytes: the native payload, or the hook's format's."""
+        render = self.webhook_formats.get(hook.get("format") or "")
+        if render is None:
+            return native
+
+        def read(after: int, upto: int) -> list[dict[str, Any]]:
+            found, _ = self.views.events(
+                session.id, after=after, limit=max(1, min(upto - after, 1000))
+            )
+            return [e for e in found if e["offset"] <= upto]
+
+        return render(
+            WebhookEvent(
+                session=session_document(session),
+                event=document,
+                batch=[d for sid, d in documents if sid == session.id],
+                read=read,
+            )
+        )
 
     def _published(self, written: list[tuple[Any, Sequence[int]]]) -> None:
         # Runs after the commit: subscribers only ever see durable events.

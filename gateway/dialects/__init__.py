@@ -13,8 +13,17 @@ the native API only.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from starlette.routing import BaseRoute
 
 from gateway.dialects import assistant, eliza, wingman
+from runtime import WebhookFormat
 
 ROUTES: list[BaseRoute] = [*eliza.ROUTES, *assistant.ROUTES, *wingman.ROUTES]
+
+WEBHOOK_FORMATS: Mapping[str, WebhookFormat] = {
+    assistant.WEBHOOK_FORMAT: assistant.webhook_payload,
+}
+"""The webhook payload formats the dialects promise, registered with the runtime
+when the app starts."""

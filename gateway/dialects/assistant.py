@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,6 +46,7 @@ from runtime import (
     RuntimeFault,
     SessionExistsError,
     TurnTimeoutError,
+    WebhookEvent,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,10 @@ DEFAULT_TIMEOUT_SECONDS = 300
 TIMEOUT_GRACE_SECONDS = 5
 REJECT = "reject"
 LIST_PAGE = 100
-MESSAGE_EVENT = "message_appended"
+TURN_ENDED_EVENT = "turn_ended"
+WEBHOOK_FORMAT = "assistant"
+"""The payload format of the plugin's completion callback (see
+:func:`webhook_payload`), registered with the runtime by the app."""
 BUSY_MESSAGE = (
     "Agent is currently processing another message. "
     "Please wait or try a different session."
@@ -603,7 +607,8 @@ async def point_webhook(
         wanted["url"],
         principal=principal,
         headers=wanted["headers"],
-        events=[MESSAGE_EVENT],
+        events=[TURN_ENDED_EVENT],
+        format=WEBHOOK_FORMAT,
     )
 
 
@@ -725,6 +730,87 @@ async def run_sync(
         "toolCallCount": len(tool_calls),
         "toolCalls": tool_calls,
     }
+
+
+def webhook_payload(delivery: WebhookEvent) -> bytes | None:
+    """The plugin's completion callback for a ``turn_ended`` event:
+    ``{sessionId, sessionName, agentId, responseId, status, toolCallCount,
+    toolCalls, response, truncated, error, durationMs}`` (``status`` is
+    ``complete`` or ``error``; a turn interrupted or cancelled is an error)."""
+    event = delivery.event
+    if event["type"] != TURN_ENDED_EVENT:
+        return None
+    data = event["data"]
+    turn_offset = int(data["turn_offset"])
+    session = delivery.session
+    reply_offset = data.get("reply_offset")
+    # The turn's earlier events are committed; its reply is in this write.
+    pending = [e for e in delivery.batch if e["offset"] >= turn_offset]
+    first_pending = min((int(e["offset"]) for e in pending), default=turn_offset)
+    turn = [*delivery.read(turn_offset - 1, first_pending - 1), *pending]
+    opened = next((e for e in turn if e["offset"] == turn_offset), None)
+    common = {
+        "sessionId": session["id"],
+        "sessionName": session.get("name") or session["id"],
+        "agentId": session.get("agent_id"),
+        "responseId": (opened or {}).get("data", {}).get("message_id"),
+    }
+    if data["status"] != "completed":
+        return orjson.dumps(
+            {
+                **common,
+                "status": "error",
+                "toolCallCount": 0,
+                "toolCalls": [],
+                "response": "",
+                "truncated": False,
+                "error": data.get("error_code") or data["status"],
+                "durationMs": 0,
+            }
+        )
+    reply = next((e for e in turn if e["offset"] == reply_offset), None)
+    response, truncated = truncate_utf8(
+        str((reply or {}).get("data", {}).get("content") or "")
+    )
+    return orjson.dumps(
+        {
+            **common,
+            "status": "complete",
+            "toolCallCount": int(data.get("tool_calls") or 0),
+            "toolCalls": _timed_tool_calls(turn),
+            "response": response,
+            "truncated": truncated,
+            "error": None,
+            "durationMs": _millis_between(opened, event),
+        }
+    )
+
+
+def _timed_tool_calls(turn: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``[{name, durationMs}]`` of a turn's tool results: from the step that
+    asked for each call to its recorded result."""
+    asked = {e["offset"]: e for e in turn if e["type"] == "message_appended"}
+    calls = []
+    for e in turn:
+        message = e["data"] if e["type"] == "message_appended" else None
+        if message is None or message.get("role") != "tool":
+            continue
+        metadata = message.get("metadata") or {}
+        calls.append(
+            {
+                "name": str(metadata.get("name", "")),
+                "durationMs": _millis_between(asked.get(message.get("reply_to")), e),
+            }
+        )
+    return calls
+
+
+def _millis_between(earlier: Mapping[str, Any] | None, later: Mapping[str, Any]) -> int:
+    if earlier is None:
+        return 0
+    start = datetime.fromisoformat(str(earlier["at"]).replace("Z", "+00:00"))
+    end = datetime.fromisoformat(str(later["at"]).replace("Z", "+00:00"))
+    return max(0, int((end - start).total_seconds() * 1000))
 
 
 Operation = Callable[[Request, dict[str, Any]], Awaitable[Any]]

@@ -15,7 +15,8 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from runtime import FinalMessage, Runtime, TextDelta
+from gateway.dialects import assistant
+from runtime import FinalMessage, Runtime, TextDelta, WebhookEvent
 from tests.conftest import DatabaseFactory, settings_for
 from tests.gateway.helpers import TestClient
 from tests.support.server import ServerProcess
@@ -420,14 +421,23 @@ def test_an_async_message_starts_and_its_reply_reaches_the_webhook_and_events(
         )
     )
     assert result["status"] == "started"
-    delivered = receiver.wait_for(2)
-    assert [d["body"]["event"]["data"]["role"] for d in delivered] == [
-        "user",
-        "assistant",
-    ]
-    assert {d["body"]["session_id"] for d in delivered} == {sid}
-    assert delivered[1]["body"]["event"]["data"]["content"] == "later please"
-    assert all(d["headers"]["x-hook"] == "secret" for d in delivered)
+    # The plugin's completion callback, once, when the run ends.
+    (delivered,) = receiver.wait_for(1)
+    body = delivered["body"]
+    assert body.pop("durationMs") >= 0
+    assert body == {
+        "sessionId": sid,
+        "sessionName": sid,
+        "agentId": "echo",
+        "responseId": result["responseId"],
+        "status": "complete",
+        "toolCallCount": 0,
+        "toolCalls": [],
+        "response": "later please",
+        "truncated": False,
+        "error": None,
+    }
+    assert delivered["headers"]["x-hook"] == "secret"
     events = ok(call(http, "events", sessionId=sid))["events"]
     assert [e["type"] for e in events] == ["user_message", "assistant_done"]
     assert events[1]["responseId"] == result["responseId"]
@@ -439,12 +449,11 @@ def test_a_later_message_without_a_webhook_is_not_delivered(
     sid = create(http)["sessionId"]
     hook = {"url": receiver.url}
     ok(call(http, "message", sessionId=sid, content="first", webhook=hook))
-    receiver.wait_for(2)
+    receiver.wait_for(1)
     ok(call(http, "message", sessionId=sid, content="second", mode="sync"))
     ok(call(http, "message", sessionId=sid, content="third", webhook=hook))
-    delivered = receiver.wait_for(4)
-    contents = [d["body"]["event"]["data"]["content"] for d in delivered]
-    assert contents == ["first", "first", "third", "third"]
+    delivered = receiver.wait_for(2)
+    assert [d["body"]["response"] for d in delivered] == ["first", "third"]
 
 
 def test_message_arguments_are_checked(http: httpx.Client) -> None:
@@ -616,3 +625,106 @@ def test_an_async_message_to_a_busy_session_answers_busy_with_status_200(
         ),
     }
     agent.release.set()
+
+
+class BrokenAgent:
+    """Fails at once, as a provider that is down does."""
+
+    def run(
+        self, history: Sequence[Mapping[str, Any]], tools: Any = ()
+    ) -> Iterator[TextDelta | FinalMessage]:
+        msg = "the model provider is down"
+        raise RuntimeError(msg)
+        yield  # a generator
+
+
+def test_a_failed_async_run_calls_the_webhook_back_with_an_error(
+    db: str, receiver: Receiver
+) -> None:
+    runtime = Runtime(settings_for(db))
+    runtime.agents.register("broken", BrokenAgent())
+    try:
+        with TestClient(create_app(runtime=runtime)) as client:
+            client.post(OPS + "create", json={"agentId": "broken", "sessionId": "b1"})
+            started = client.post(
+                OPS + "message",
+                json={
+                    "sessionId": "b1",
+                    "content": "hi",
+                    "webhook": {"url": receiver.url},
+                },
+            ).json()["result"]
+            assert started["status"] == "started"
+            (delivered,) = receiver.wait_for(1)
+    finally:
+        runtime.close()
+    assert delivered["body"] == {
+        "sessionId": "b1",
+        "sessionName": "b1",
+        "agentId": "broken",
+        "responseId": started["responseId"],
+        "status": "error",
+        "toolCallCount": 0,
+        "toolCalls": [],
+        "response": "",
+        "truncated": False,
+        "error": "agent_error",
+        "durationMs": 0,
+    }
+
+
+def test_the_callback_lists_each_tool_call_with_its_duration() -> None:
+    def message(offset: int, at: str, **data: Any) -> dict[str, Any]:
+        return {"offset": offset, "type": "message_appended", "at": at, "data": data}
+
+    committed = [
+        message(2, "2026-11-21T10:00:00.000Z", message_id="m2", role="user"),
+        message(
+            3,
+            "2026-11-21T10:00:01.000Z",
+            role="assistant",
+            metadata={"tool_calls": [{"id": "c1", "name": "read_file"}]},
+        ),
+        message(
+            4,
+            "2026-11-21T10:00:01.250Z",
+            role="tool",
+            reply_to=3,
+            metadata={"tool_call_id": "c1", "name": "read_file", "status": "ok"},
+        ),
+    ]
+    reply = message(5, "2026-11-21T10:00:02.000Z", role="assistant", content="done")
+    ended = {
+        "offset": 6,
+        "type": "turn_ended",
+        "at": "2026-11-21T10:00:02.000Z",
+        "data": {
+            "turn_offset": 2,
+            "status": "completed",
+            "tool_calls": 1,
+            "reply_offset": 5,
+        },
+    }
+    payload = assistant.webhook_payload(
+        WebhookEvent(
+            session={"id": "s1", "name": "Trip", "agent_id": "a1"},
+            event=ended,
+            batch=[reply, ended],
+            read=lambda after, upto: [
+                e for e in committed if after < e["offset"] <= upto
+            ],
+        )
+    )
+    assert payload is not None
+    body = orjson.loads(payload)
+    assert body["responseId"] == "m2"
+    assert body["sessionName"] == "Trip"
+    assert body["toolCallCount"] == 1
+    assert body["toolCalls"] == [{"name": "read_file", "durationMs": 250}]
+    assert body["response"] == "done"
+    assert body["durationMs"] == 2000
+    # other events are not called back
+    assert (
+        assistant.webhook_payload(WebhookEvent({}, reply, [reply], lambda a, b: []))
+        is None
+    )
