@@ -30,7 +30,6 @@ from runtime import DomainError, RuntimeFault, TailInterrupted
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRY_MILLISECONDS = 2000
-DRAINED: Any = object()
 PING = {"type": "ping"}
 BURST_FRAMES = 256
 """At most this many tail items are written in one chunk."""
@@ -105,34 +104,20 @@ async def next_or_timeout(
     get: Callable[[], Awaitable[Any]],
     pending: asyncio.Future[Any] | None,
     timeout: float,
-    draining: asyncio.Event | None,
 ) -> tuple[Any, asyncio.Future[Any] | None]:
     """Wait up to ``timeout`` for the next item of ``get``.
 
     Returns ``(item, None)``, or ``(None, still_pending)`` on timeout (the wait
-    goes on at the next call, so nothing is lost), or ``(DRAINED, pending)`` when
-    the server is shutting down.
+    goes on at the next call, so nothing is lost).
     """
     task = pending if pending is not None else asyncio.ensure_future(get())
-    waiters: set[asyncio.Future[Any]] = {task}
-    drained: asyncio.Future[Any] | None = None
-    if draining is not None:
-        drained = asyncio.ensure_future(draining.wait())
-        waiters.add(drained)
     try:
-        done, _ = await asyncio.wait(
-            waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        done, _ = await asyncio.wait({task}, timeout=timeout)
     except BaseException:
         task.cancel()
         raise
-    finally:
-        if drained is not None and not drained.done():
-            drained.cancel()
     if task in done:
         return task.result(), None
-    if drained is not None and drained in done:
-        return DRAINED, task
     return None, task
 
 
@@ -147,6 +132,57 @@ async def cancel(task: asyncio.Future[Any] | None) -> None:
 # --- turns
 
 
+async def start_turn(
+    aruntime: Any, *args: Any, **kwargs: Any
+) -> tuple[dict[str, Any], AsyncGenerator[dict[str, Any], None]]:
+    """Start a turn and wait for its first event (``message_start``: the user
+    message is recorded). An error before that is raised, for a plain error
+    response; the turn is then closed."""
+    # AsyncRuntime.stream is an async generator (it is declared an iterator)
+    turn = cast(
+        "AsyncGenerator[dict[str, Any], None]", aruntime.stream(*args, **kwargs)
+    )
+    try:
+        first = await turn.__anext__()
+    except BaseException:
+        await turn.aclose()
+        raise
+    return first, turn
+
+
+async def paced(
+    gateway: Gateway,
+    request: Request,
+    first: dict[str, Any],
+    turn: AsyncGenerator[dict[str, Any], None],
+) -> AsyncGenerator[dict[str, Any] | Exception | None, None]:
+    """A started turn's events from ``first`` on, ``None`` after every
+    ``ping_seconds`` of silence, and last the error that ended it, if one did
+    (logged when unexpected). Closes the turn and counts the open stream; use
+    under ``contextlib.aclosing``."""
+    gateway.metrics.stream_opened("sse")
+    pending: asyncio.Future[Any] | None = None
+    try:
+        yield first
+        while True:
+            try:
+                item, pending = await next_or_timeout(
+                    turn.__anext__, pending, gateway.limits.ping_seconds
+                )
+            except StopAsyncIteration:
+                return
+            except Exception as error:
+                if not isinstance(error, DomainError | RuntimeFault):
+                    log_unexpected(error, request.scope)
+                yield error
+                return
+            yield item
+    finally:
+        await cancel(pending)
+        await turn.aclose()
+        gateway.metrics.stream_closed("sse")
+
+
 async def turn_stream(
     request: Request, sid: str, content: str, *, timeout: float | None, **arguments: Any
 ) -> Response:
@@ -154,35 +190,14 @@ async def turn_stream(
     message is recorded are plain problem responses; later ones an ``error``
     event."""
     gateway, aruntime, _ = caller(request)
-    # AsyncRuntime.stream is an async generator (it is declared an iterator)
-    turn = cast(
-        "AsyncGenerator[dict[str, Any], None]",
-        aruntime.stream(sid, content, timeout=timeout, **arguments),
-    )
-    try:
-        first = await turn.__anext__()
-    except BaseException:
-        await turn.aclose()
-        raise
+    first, turn = await start_turn(aruntime, sid, content, timeout=timeout, **arguments)
 
     async def body() -> AsyncIterator[bytes]:
-        gateway.metrics.stream_opened("sse")
-        pending: asyncio.Future[Any] | None = None
-        try:
-            yield frame(first, event=first["type"])
-            while True:
-                try:
-                    item, pending = await next_or_timeout(
-                        turn.__anext__, pending, gateway.limits.ping_seconds, None
-                    )
-                except StopAsyncIteration:
-                    return
-                except Exception as error:
-                    if not isinstance(error, DomainError | RuntimeFault):
-                        log_unexpected(error, request.scope)
-                    yield frame(
-                        {"type": "error", "error": problem_of(error)}, event="error"
-                    )
+        async with contextlib.aclosing(paced(gateway, request, first, turn)) as items:
+            async for item in items:
+                if isinstance(item, Exception):
+                    error = {"type": "error", "error": problem_of(item)}
+                    yield frame(error, event="error")
                     return
                 if item is None:
                     yield frame(PING, event="ping")
@@ -190,10 +205,6 @@ async def turn_stream(
                 yield frame(item, event=item["type"])
                 if item["type"] == "done":
                     return
-        finally:
-            await cancel(pending)
-            await turn.aclose()
-            gateway.metrics.stream_closed("sse")
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers=SSE_HEADERS

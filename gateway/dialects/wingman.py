@@ -23,10 +23,10 @@ in arrival order (the runtime's turn order), so concurrent messages lose nothing
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.codec import JSONResponse, fields, invalid, query, read_json
 from gateway.context import caller, gateway_of, session_id
 from gateway.errors import GatewayError, log_unexpected, problem_of
-from gateway.streams import SSE_HEADERS, cancel, frame, next_or_timeout
+from gateway.streams import SSE_HEADERS, frame, paced, start_turn
 from runtime import DomainError, RuntimeFault
 
 DEFAULT_AGENT_ID = "echo"
@@ -308,33 +308,13 @@ async def stream_message(request: Request) -> Response:
     user message is recorded are JSON responses; later ones an ``error`` frame."""
     gateway, aruntime, principal = caller(request)
     sid, message = await message_arguments(request)
-    # AsyncRuntime.stream is an async generator (it is declared an iterator)
-    turn = cast(
-        "AsyncGenerator[dict[str, Any], None]",
-        aruntime.stream(sid, message, principal=principal),
-    )
-    try:
-        first = await turn.__anext__()
-    except BaseException:
-        await turn.aclose()
-        raise
+    first, turn = await start_turn(aruntime, sid, message, principal=principal)
 
     async def body() -> AsyncIterator[bytes]:
-        gateway.metrics.stream_opened("sse")
-        pending: asyncio.Future[Any] | None = None
-        try:
-            yield frame(event_json(first), event=first["type"])
-            while True:
-                try:
-                    item, pending = await next_or_timeout(
-                        turn.__anext__, pending, gateway.limits.ping_seconds, None
-                    )
-                except StopAsyncIteration:
-                    return
-                except Exception as error:
-                    if not isinstance(error, DomainError | RuntimeFault):
-                        log_unexpected(error, request.scope)
-                    _, text, code = error_of(error, sid)
+        async with contextlib.aclosing(paced(gateway, request, first, turn)) as items:
+            async for item in items:
+                if isinstance(item, Exception):
+                    _, text, code = error_of(item, sid)
                     failure = {"type": "error", "error": text, "code": code}
                     yield frame(failure, event="error")
                     return
@@ -350,10 +330,6 @@ async def stream_message(request: Request) -> Response:
                     )
                     return
                 yield frame(event_json(item), event=item["type"])
-        finally:
-            await cancel(pending)
-            await turn.aclose()
-            gateway.metrics.stream_closed("sse")
 
     return StreamingResponse(
         body(), media_type="text/event-stream", headers=SSE_HEADERS

@@ -1,41 +1,27 @@
-"""The waiting primitive behind SSE and WebSocket streams: a timeout (ping)
-loses nothing, a shutdown interrupts the wait, and nothing is polled."""
+"""The waiting primitive behind turn streams: a timeout (ping) loses nothing.
+(Tails wait on their own future: tests/runtime/test_async_runtime.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 
-from gateway.streams import DRAINED, cancel, next_or_timeout, wants_event_stream
+from gateway.streams import next_or_timeout, wants_event_stream
 
 
 def test_a_timeout_keeps_the_pending_wait_so_the_next_item_is_not_lost() -> None:
     async def scenario() -> list[object]:
         queue: asyncio.Queue[str] = asyncio.Queue()
         seen: list[object] = []
-        item, pending = await next_or_timeout(queue.get, None, 0.01, None)
+        item, pending = await next_or_timeout(queue.get, None, 0.01)
         seen.append(item)
         assert pending is not None
         queue.put_nowait("first")
-        item, pending = await next_or_timeout(queue.get, pending, 1.0, None)
+        item, pending = await next_or_timeout(queue.get, pending, 1.0)
         seen.append(item)
         assert pending is None
         return seen
 
     assert asyncio.run(scenario()) == [None, "first"]
-
-
-def test_draining_interrupts_a_wait_and_the_wait_can_be_cancelled() -> None:
-    async def scenario() -> object:
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        draining = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.01, draining.set)
-        item, pending = await next_or_timeout(queue.get, None, 10.0, draining)
-        await cancel(pending)
-        assert pending is not None
-        assert pending.cancelled()
-        return item
-
-    assert asyncio.run(scenario()) is DRAINED
 
 
 def test_event_stream_negotiation_honours_q_zero() -> None:

@@ -19,6 +19,7 @@ from runtime import (
     Principal,
     Runtime,
     SessionNotFoundError,
+    TailInterrupted,
     TextDelta,
 )
 
@@ -224,3 +225,43 @@ def test_an_async_tail_gives_the_backlog_then_live_events(runtime: Runtime) -> N
 
     with pytest.raises(SessionNotFoundError):
         asyncio.run(stranger())
+
+
+def test_interrupting_tails_wakes_a_waiting_get_and_every_later_one(
+    runtime: Runtime,
+) -> None:
+    aruntime = AsyncRuntime(runtime)
+    session_id = runtime.create()["id"]
+
+    async def main() -> None:
+        tail = await aruntime.tail(session_id, after=1)
+        try:
+            waiting = asyncio.ensure_future(tail.get(WAIT))
+            await asyncio.sleep(0)  # let it start waiting
+            aruntime.interrupt_tails()
+            with pytest.raises(TailInterrupted):
+                await asyncio.wait_for(waiting, WAIT)
+            with pytest.raises(TailInterrupted):
+                await tail.get(WAIT)
+        finally:
+            await tail.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_timed_out_wait_loses_no_item(runtime: Runtime) -> None:
+    aruntime = AsyncRuntime(runtime)
+    session_id = runtime.create()["id"]
+
+    async def main() -> list[Any]:
+        tail = await aruntime.tail(session_id, after=1)
+        try:
+            silent = await tail.get(0.01)
+            await aruntime.append(session_id, "after the ping")
+            return [silent, await tail.get(WAIT)]
+        finally:
+            await tail.aclose()
+
+    silent, item = asyncio.run(main())
+    assert silent is None
+    assert item["event"]["data"]["content"] == "after the ping"
