@@ -41,13 +41,12 @@ class LifecycleCalls(RuntimeCore):
         expected_offset: int | None = None,
     ) -> dict[str, Any]:
         """Record that the client is alive; renews when the policy auto-renews."""
-        self._row(session_id, principal)
-        self._execute_expecting(
-            expected_offset,
+        return self._write(
             session_id,
+            principal,
+            expected_offset,
             lambda s: s.heartbeat(timestamp=self.clock.now()),
         )
-        return self._document(session_id)
 
     def renew(
         self,
@@ -57,11 +56,12 @@ class LifecycleCalls(RuntimeCore):
         expected_offset: int | None = None,
     ) -> dict[str, Any]:
         """Renew now (``RenewalRefusedError`` past the maximum duration)."""
-        self._row(session_id, principal)
-        self._execute_expecting(
-            expected_offset, session_id, lambda s: s.renew(timestamp=self.clock.now())
+        return self._write(
+            session_id,
+            principal,
+            expected_offset,
+            lambda s: s.renew(timestamp=self.clock.now()),
         )
-        return self._document(session_id)
 
     def update_timeout(
         self,
@@ -75,23 +75,22 @@ class LifecycleCalls(RuntimeCore):
         warning_threshold_minutes: int | None = None,
     ) -> dict[str, Any]:
         """Change only the named policy fields (out-of-range values are refused)."""
-        self._row(session_id, principal)
         changes = {
             "timeout_minutes": timeout_minutes,
             "auto_renew": auto_renew,
             "max_duration_minutes": max_duration_minutes,
             "warning_threshold_minutes": warning_threshold_minutes,
         }
-        self._execute_expecting(
-            expected_offset,
+        return self._write(
             session_id,
+            principal,
+            expected_offset,
             lambda s: s.change_timeout(
                 timestamp=self.clock.now(),
                 limits=self.settings.timeout_limits,
                 changes={k: v for k, v in changes.items() if v is not None},
             ),
         )
-        return self._document(session_id)
 
     def set_reset_policy(
         self,
@@ -105,18 +104,17 @@ class LifecycleCalls(RuntimeCore):
         """Opt in to (or out of, with ``None``) a daily reset at ``daily_at``
         ("HH:MM" UTC) and an idle reset after ``idle_minutes``; a reset ends the
         session and opens its successor on the same scope key."""
-        self._row(session_id, principal)
         changes = {
             key: value
             for key, value in (("daily_at", daily_at), ("idle_minutes", idle_minutes))
             if value is not _UNSET
         }
-        self._execute_expecting(
-            expected_offset,
+        return self._write(
             session_id,
+            principal,
+            expected_offset,
             lambda s: s.set_reset_policy(timestamp=self.clock.now(), policy=changes),
         )
-        return self._document(session_id)
 
     def set_webhook(
         self,
@@ -136,10 +134,10 @@ class LifecycleCalls(RuntimeCore):
         event}``."""
         if format is not None and format not in self._webhook_formats():
             raise InvalidRequestError(f"no webhook format {format!r} is registered")
-        self._row(session_id, principal)
-        self._execute_expecting(
-            expected_offset,
+        return self._write(
             session_id,
+            principal,
+            expected_offset,
             lambda s: s.set_webhook(
                 timestamp=self.clock.now(),
                 url=url,
@@ -148,7 +146,6 @@ class LifecycleCalls(RuntimeCore):
                 format=format,
             ),
         )
-        return self._document(session_id)
 
     def register_webhook_format(self, name: str, render: WebhookFormat) -> None:
         """Make ``render`` the payload format ``name`` webhooks may ask for

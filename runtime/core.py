@@ -269,6 +269,20 @@ class RuntimeCore:
 
         return self._execute(session_id, checked)
 
+    def _write(
+        self,
+        session_id: str,
+        principal: Principal,
+        expected_offset: int | None,
+        command: Callable[[Session], Any],
+    ) -> dict[str, Any]:
+        """The shape of most writes: on a session ``principal`` sees, run
+        ``command`` (at ``expected_offset`` when given, atomically) and answer
+        the session's document."""
+        self._row(session_id, principal)
+        self._execute_expecting(expected_offset, session_id, command)
+        return self._document(session_id)
+
     def _execute_on(
         self, session_id: str, command: Callable[[Session], T | Outcome[T]]
     ) -> tuple[T, str]:
