@@ -311,12 +311,15 @@ class TurnLoop(MessageCalls):
         (e.g. ``echo``: 1) gets just that many latest messages instead, unless
         its configuration sets a context window."""
         limit = getattr(agent, "history_limit", None)
-        row = self._row(session_id, principal)
-        configured = self.agents.config(row["doc"]["agent_id"]).context
-        if isinstance(limit, int) and limit > 0 and configured == ContextConfig():
-            history, _ = self.views.history(row["spans"], limit=limit, descending=True)
-            history.reverse()
-            return history
+        if isinstance(limit, int) and limit > 0:
+            # (read only here: agents without a limit pay no extra read per step)
+            row = self._row(session_id, principal)
+            if self.agents.config(row["doc"]["agent_id"]).context == ContextConfig():
+                history, _ = self.views.history(
+                    row["spans"], limit=limit, descending=True
+                )
+                history.reverse()
+                return history
         return self.api._turn_history(session_id, principal)
 
     def _read_turn(

@@ -9,6 +9,7 @@ import pytest
 
 from runtime import (
     AgentConfig,
+    FinalMessage,
     Runtime,
     TextDelta,
     ToolCallDelta,
@@ -16,6 +17,7 @@ from runtime import (
     ToolError,
     TurnFailedError,
 )
+from runtime.settings import ContextConfig
 from tests.conftest import RuntimeFactory
 from tests.support.agents import ScriptedAgent, calls, final, text
 
@@ -319,3 +321,44 @@ def test_echo_and_agents_without_tools_run_as_one_step(runtime: Runtime) -> None
     result = runtime.send(sid, "plain words")
     assert (result["steps"], result["tool_calls"]) == (1, [])
     assert result["reply"]["content"] == "plain words"
+
+
+class LastTwo:
+    """Declares it reads only the latest two messages; records what it got."""
+
+    history_limit = 2
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def run(self, history: Any, tools: Any = ()) -> Any:
+        self.seen.append([m["content"] for m in history])
+        yield FinalMessage(content="ok")
+
+
+def test_an_agent_with_a_history_limit_gets_only_its_latest_messages(
+    runtime: Runtime,
+) -> None:
+    agent = LastTwo()
+    runtime.agents.register("two", agent)
+    sid = runtime.create("two")["id"]
+    for text_ in ("one", "two", "three"):
+        runtime.send(sid, text_)
+    assert agent.seen[-1] == ["ok", "three"]
+
+
+def test_a_configured_context_window_wins_over_the_agents_history_limit(
+    runtime: Runtime,
+) -> None:
+    agent = LastTwo()
+    runtime.agents.register(
+        "windowed",
+        agent,
+        AgentConfig(
+            id="windowed", provider="python", context=ContextConfig(max_tokens=4096)
+        ),
+    )
+    sid = runtime.create("windowed")["id"]
+    for text_ in ("one", "two", "three"):
+        runtime.send(sid, text_)
+    assert agent.seen[-1] == ["one", "ok", "two", "ok", "three"]
