@@ -111,16 +111,19 @@ class SessionsRecorder:
     ) -> Sequence[int] | None:
         """Record events (and their sessions' view rows) durably."""
         sessions: Sequence[Session] = kwargs.get("sessions", ())
+        taken: list[int] = []  # the ids this write took, once it took them
         try:
-            return self.committer.write((stored_events, sessions))
+            return self.committer.write((stored_events, sessions, taken))
         except Exception as error:
+            # Not committed: those ids may be given to another process's events.
+            self.local.discard(taken)
             translated = self._translate(error)
             if translated is error:
                 raise
             raise translated from error
 
     def _write(self, cursor: Cursor, payload: Any) -> Sequence[int]:
-        stored_events, sessions = payload
+        stored_events, sessions, taken = payload
         inserted = self._insert_rows(cursor, stored_events)
         # Sessions opened by this write get their index row; every other one
         # must still have its own (see SessionViews.project).
@@ -129,7 +132,13 @@ class SessionsRecorder:
         }
         self.views.project(cursor, sessions, None, new_ids=opened)
         self._enqueue_webhooks(cursor, stored_events, sessions)
-        return inserted()
+        ids = inserted()
+        # Marked as this process's own before the commit, so the change feed
+        # (which reads only committed rows) can never take them for another
+        # process's events, nor publish them a second time.
+        taken.extend(ids)
+        self.local.add(ids)
+        return ids
 
     def _enqueue_webhooks(
         self,
@@ -220,13 +229,10 @@ class SessionsRecorder:
             self._outbox_written = False
             self.on_outbox()
         bus = self.bus
-        for (stored_events, _), ids in written:
+        for (stored_events, _, _), _ids in written:
             self.events_recorded += len(stored_events)
             # Every event recorded here is this process's to publish (or not, if
-            # nobody listens now): the change feed, which finds them in the log
-            # too, must never hand them out again, e.g. to a subscriber that
-            # arrived in between (its backlog covers them).
-            self.local.add(ids)
+            # nobody listens now; see _write for why the feed skips them).
             for stored in stored_events:
                 session_id = str(stored.originator_id)
                 if bus.has_subscribers(session_id):
