@@ -98,7 +98,13 @@ class Agent(Protocol):
         self, history: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()
     ) -> Iterator[AgentOutput]:
         """Produce the next step after ``history`` (oldest first), which may call
-        any of ``tools``."""
+        any of ``tools``.
+
+        Optional attributes an agent may declare: ``history_limit`` (read only
+        the latest N messages, no context window) and ``inline = True`` (its
+        steps never block, so they run on the turn's thread without a pump; a
+        step that could wait on I/O must not declare it, or cancellation and
+        deadlines could not stop it while it waits)."""
         ...
 
 
@@ -118,6 +124,10 @@ class EchoAgent:
     history_limit = 1
     """The turn hands it the latest message only (it reads nothing else), not a
     context window: windows cost reads and token counting on every step."""
+
+    inline = True
+    """Its steps compute in memory and never block: they run on the turn's
+    thread (see :mod:`runtime.turn_step`)."""
 
     def run(
         self, history: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec] = ()

@@ -1,6 +1,9 @@
 """One model step of a turn: the agent's generator runs on a pump thread; the
 turn's thread turns its outputs into stream events and watches the turn's
-cancellation and deadline while it waits.
+cancellation and deadline while it waits. An agent that never blocks (it
+computes its outputs in memory, like ``echo``) declares ``inline = True`` and
+runs on the turn's thread instead: a thread and a hand-over per delta cost more
+than such a step itself.
 
 Why a pump: a generator cannot be closed from another thread while it runs, and
 an agent may block inside a step (a slow model, a stalled connection). The turn
@@ -96,15 +99,19 @@ def _pump(
     else:
         items.put(_END)
     finally:
-        close = getattr(outputs, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception as error:
-                logger.warning(
-                    "agent generator failed to close",
-                    extra={"error": type(error).__name__},
-                )
+        _close(outputs)
+
+
+def _close(outputs: Iterator[AgentOutput]) -> None:
+    """Close an agent's generator (its ``finally`` runs), logging a failure."""
+    close = getattr(outputs, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as error:
+            logger.warning(
+                "agent generator failed to close", extra={"error": type(error).__name__}
+            )
 
 
 @dataclass
@@ -165,17 +172,11 @@ def run_step(
         outputs = iter(agent.run(history, specs) if specs else agent.run(history))
     except Exception as error:
         raise StepFailed(error_code(error), type(error).__name__) from error
-    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def wake() -> None:
-        items.put(_WAKE)
-
-    pump = threading.Thread(
-        target=_pump, args=(outputs, items, stop), name="agent-step", daemon=True
+    source = (
+        _InlineSource(outputs)
+        if getattr(agent, "inline", False)
+        else _PumpedSource(outputs, token)
     )
-    token.add_waker(wake)
-    pump.start()
     partial: list[str] = []
     blocks = _Blocks()
     final: FinalMessage | None = None
@@ -191,7 +192,7 @@ def run_step(
             try:
                 if remaining is not None and remaining <= 0:
                     raise queue.Empty
-                item = items.get(timeout=remaining)
+                item = source.next(remaining)
             except queue.Empty:
                 raise StepStopped(TIMEOUT, "".join(partial)) from None
             if isinstance(item, TextDelta):
@@ -229,10 +230,62 @@ def run_step(
         finished = True
         return final
     finally:
-        token.remove_waker(wake)
-        stop.set()
+        source.close(finished=finished)
+
+
+class _PumpedSource:
+    """The step's outputs from a pump thread, so that the turn thread can stop
+    waiting (cancellation, deadline) while the agent blocks."""
+
+    def __init__(self, outputs: Iterator[AgentOutput], token: CancelToken) -> None:
+        self._outputs = outputs
+        self._token = token
+        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        token.add_waker(self._wake)
+        threading.Thread(
+            target=_pump,
+            args=(outputs, self._items, self._stop),
+            name="agent-step",
+            daemon=True,
+        ).start()
+
+    def _wake(self) -> None:
+        self._items.put(_WAKE)
+
+    def next(self, timeout: float | None) -> Any:
+        """The next output, ``_WAKE``, ``_END`` or a ``_Failure``; raises
+        ``queue.Empty`` when ``timeout`` passes first."""
+        return self._items.get(timeout=timeout)
+
+    def close(self, *, finished: bool) -> None:
+        """Let the pump close the generator; cut an unfinished step off."""
+        self._token.remove_waker(self._wake)
+        self._stop.set()
         if not finished:
-            _abort(outputs)
+            _abort(self._outputs)
+
+
+class _InlineSource:
+    """The outputs of an agent that never blocks (``inline = True``), read on
+    the turn's own thread: no pump thread and no hand-over per delta. The turn
+    checks cancellation and the deadline between outputs."""
+
+    def __init__(self, outputs: Iterator[AgentOutput]) -> None:
+        self._outputs = outputs
+
+    def next(self, timeout: float | None) -> Any:
+        """The next output, ``_END`` or a ``_Failure`` (never waits)."""
+        try:
+            return next(self._outputs)
+        except StopIteration:
+            return _END
+        except Exception as error:  # decided by the turn, as for a pumped step
+            return _Failure(error)
+
+    def close(self, *, finished: bool) -> None:
+        """Close the generator (its ``finally`` runs now)."""
+        _close(self._outputs)
 
 
 def _abort(outputs: Iterator[AgentOutput]) -> None:
