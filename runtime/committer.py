@@ -1,11 +1,14 @@
 """Group commit: concurrent sessions' writes share one transaction and one fsync.
 
 Every write is acknowledged only after the transaction holding it has committed
-(and, with ``synchronous=FULL``, been fsynced). There is no committer thread: the
-first writer to find the commit lock free becomes the leader, takes every write
-queued so far (its own included) and commits them together; writers that queued
-while it was busy find their write done when they get the lock, or lead the next
-batch. An uncontended write therefore costs no thread hop at all.
+(and, with ``synchronous=FULL``, been fsynced). There is no committer thread: a
+writer that finds nobody committing becomes the leader, takes every write queued
+so far (its own included) and commits them together. Writers that queue while a
+leader is busy wait on their own event, which is set exactly once: when their
+write is done, or when the leader that finished hands them the lead for the next
+batch (the oldest waiting write leads it). Nobody waits on a shared lock, so a
+commit wakes only the writers it finished and one successor; an uncontended
+write costs no thread hop at all.
 
 Each write of a batch of several runs inside its own SAVEPOINT, so one write's
 integrity error (another writer took its offset, a name is taken) rolls back that
@@ -49,7 +52,9 @@ AfterCommit = Callable[[list[tuple[Any, Sequence[int]]]], None]
 @dataclass
 class _Write:
     payload: Any
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    """Set once: the write is done, or its writer is to lead the next batch."""
+    finished: bool = False
     result: Sequence[int] | None = None
     error: BaseException | None = None
 
@@ -75,8 +80,8 @@ class GroupCommitter:
         self._after_commit = after_commit
         self._max_batch = max_batch
         self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
         self._pending: list[_Write] = []
+        self._leading = False  # a leader is committing (guarded by _queue_lock)
         self.batches = 0
         self.writes = 0
 
@@ -89,18 +94,31 @@ class GroupCommitter:
         item = _Write(payload)
         with self._queue_lock:
             self._pending.append(item)
-        while not item.done.is_set():
-            with self._commit_lock:
-                if item.done.is_set():
-                    break
-                with self._queue_lock:
-                    batch = self._pending[: self._max_batch]
-                    del self._pending[: self._max_batch]
-                self._commit(batch)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            item.wake.wait()
+        if not item.finished:  # this writer leads the next batch
+            self._lead()
         if item.error is not None:
             raise item.error
         assert item.result is not None
         return item.result
+
+    def _lead(self) -> None:
+        """Commit the oldest queued writes (the leader's own among them), then
+        hand the lead to the oldest write still waiting, if any."""
+        with self._queue_lock:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+        try:
+            self._commit(batch)
+        finally:
+            with self._queue_lock:
+                successor = self._pending[0] if self._pending else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.wake.set()
 
     def _commit(self, batch: list[_Write]) -> None:
         committed = False
@@ -139,7 +157,8 @@ class GroupCommitter:
             self.batches += 1
             self.writes += len(batch)
             for item in batch:
-                item.done.set()
+                item.finished = True
+                item.wake.set()
 
     def _write_in_savepoint(self, cursor: Any, item: _Write) -> None:
         cursor.execute("SAVEPOINT write")

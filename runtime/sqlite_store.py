@@ -4,10 +4,16 @@ snapshot table as a rowid table, and the sessions recorder on SQLite."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import (
+    ConnectionPoolClosedError,
+    ConnectionUnavailableError,
+    IntegrityError,
+    PersistenceError,
+)
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
@@ -35,7 +41,61 @@ SYNCHRONOUS_FULL = 2
 
 class DurableSQLiteConnectionPool(SQLiteConnectionPool):
     """Opens connections in WAL mode with ``synchronous=FULL`` and checks both,
-    so that an acknowledged write has been fsynced; refuses to run otherwise."""
+    so that an acknowledged write has been fsynced; refuses to run otherwise.
+
+    On a file, connections are handed out without eventsourcing's queueing: its
+    pool passes every request through a fairness semaphore and a condition
+    (and readers through a reader count), so under load each read costs lock
+    hand-overs between threads, each a context switch under the GIL. A WAL file
+    needs none of that: readers never wait for anyone, so a reader takes an idle
+    connection (or opens one) without a lock; writers still take turns on one
+    lock, so that two of this process's writers never meet in SQLite's busy
+    handler. An in-memory database keeps eventsourcing's pool (its readers and
+    writers must exclude each other).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._writer_turn = threading.Lock()
+
+    def get_connection(
+        self, timeout: float | None = None, *, is_writer: bool | None = None
+    ) -> SQLiteConnection:
+        """An idle connection (or a new one); a writer's waits for its turn."""
+        if self.is_sqlite_memory_mode:
+            return super().get_connection(timeout, is_writer=is_writer)
+        if self._closed:
+            raise ConnectionPoolClosedError
+        wait = self.pool_timeout if timeout is None else timeout
+        if is_writer and not self._writer_turn.acquire(timeout=wait):
+            msg = "Timed out waiting for return of writer"
+            raise ConnectionUnavailableError(msg)
+        try:
+            try:
+                connection = self._pool.pop()  # atomic: no lock needed
+            except IndexError:
+                connection = self._create_connection()
+        except BaseException:
+            if is_writer:
+                self._writer_turn.release()
+            raise
+        connection.is_writer = is_writer
+        return connection
+
+    def put_connection(self, conn: SQLiteConnection) -> None:
+        """Give the connection back (closed instead once the pool is)."""
+        if self.is_sqlite_memory_mode:
+            super().put_connection(conn)
+            return
+        is_writer, conn.is_writer = conn.is_writer, None
+        if self._closed or conn.closed:
+            conn.close()
+        else:
+            self._pool.append(conn)
+            if self._closed:  # closed meanwhile: close() may have missed it
+                conn.close()
+        if is_writer:
+            self._writer_turn.release()
 
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
