@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from aggregates.session import Session
 from projections.codec import TOPIC_ALIASES
 
@@ -57,6 +59,13 @@ def session_document(session: Session) -> dict[str, Any]:
         "parent": session.parent,
         "usage": dict(session.usage),
     }
+
+
+def stored_session_document(session: Session) -> dict[str, Any]:
+    """:func:`session_document` as the index stores it: plain JSON that shares
+    nothing with the aggregate (for a write to hand back without a read)."""
+    document: dict[str, Any] = orjson.loads(orjson.dumps(session_document(session)))
+    return document
 
 
 def stored_time(text: str) -> str:

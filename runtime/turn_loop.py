@@ -42,7 +42,7 @@ from aggregates.errors import TurnOpenError
 from aggregates.session import Session
 from aggregates.values import TurnStatus
 from projections.codec import encode_state
-from projections.documents import message_document
+from projections.documents import message_document, stored_session_document
 from runtime.agents import (
     Agent,
     AgentOutput,
@@ -224,6 +224,7 @@ class TurnLoop(MessageCalls):
         returns the answer's document."""
         message_id = self._new_id()
         recorded: list[dict[str, Any]] = []
+        documents: list[dict[str, Any]] = []
         turn_session = state.session_id
 
         def command(session: Session) -> int | None:
@@ -259,9 +260,12 @@ class TurnLoop(MessageCalls):
                     tool_calls=len(state.tool_calls),
                     reply_offset=offset,
                 )
+            documents.append(stored_session_document(session))
             return offset
 
         offset, state.session_id = self._execute_on(state.session_id, command)
+        if documents and documents[-1]["id"] == state.session_id:
+            state.session = documents[-1]
         self.turn_metrics.count_turn(agent_id, status)
         logger.info(
             "turn ended",
@@ -296,30 +300,37 @@ class TurnLoop(MessageCalls):
             "steps": state.steps,
             "status": status,
             "stop_reason": stop_reason,
-            "session": self._document(state.session_id),
+            "session": self._decorate(state.session)
+            if state.session is not None and state.session["id"] == state.session_id
+            else self._document(state.session_id),
         }
 
     # --- reading
 
     def _agent_history(
-        self, session_id: str, principal: Principal, agent: Agent
+        self, state: TurnState, agent_id: str, principal: Principal, agent: Agent
     ) -> list[dict[str, Any]]:
         """What the agent sees: the session's context window (see
         :mod:`runtime.window`), read again before every step so that the tool
         results already recorded are in it. With the ``summarize`` strategy this
         may record a summary first. An agent that declares ``history_limit``
         (e.g. ``echo``: 1) gets just that many latest messages instead, unless
-        its configuration sets a context window."""
+        its configuration sets a context window. With a limit of 1, the first
+        step gets the message that opened the turn, as recorded (no read)."""
+        session_id = state.session_id
         limit = getattr(agent, "history_limit", None)
-        if isinstance(limit, int) and limit > 0:
+        if (
+            isinstance(limit, int)
+            and limit > 0
+            and self.agents.config(agent_id).context == ContextConfig()
+        ):
+            if limit == 1 and state.steps == 0 and state.user_message is not None:
+                return [state.user_message]
             # (read only here: agents without a limit pay no extra read per step)
             row = self._row(session_id, principal)
-            if self.agents.config(row["doc"]["agent_id"]).context == ContextConfig():
-                history, _ = self.views.history(
-                    row["spans"], limit=limit, descending=True
-                )
-                history.reverse()
-                return history
+            history, _ = self.views.history(row["spans"], limit=limit, descending=True)
+            history.reverse()
+            return history
         return self.api._turn_history(session_id, principal)
 
     def _read_turn(
@@ -344,9 +355,11 @@ class TurnLoop(MessageCalls):
         idempotency_key: str | None,
         expected_offset: int | None,
         opens_turn: bool,
+        recorded: list[dict[str, Any]],
     ) -> tuple[int, bool, str]:
-        """Record the message that opens the turn; a turn a crash left open is
-        closed first (the session's turn queue is held, so it cannot be live)."""
+        """Record the message that opens the turn (its document into
+        ``recorded``); a turn a crash left open is closed first (the session's
+        turn queue is held, so it cannot be live)."""
         for _ in range(4):
             try:
                 return self._append(
@@ -361,6 +374,7 @@ class TurnLoop(MessageCalls):
                     expected_offset=expected_offset,
                     reply_to=None,
                     opens_turn=opens_turn,
+                    recorded=recorded,
                 )
             except TurnOpenError as error:
                 self._close_stale(session_id, error.turn_offset)
@@ -384,6 +398,7 @@ class TurnLoop(MessageCalls):
         deadline: float | None,
     ) -> Iterator[dict[str, Any]]:
         """The turn once the session's queue let it in."""
+        recorded: list[dict[str, Any]] = []
         offset, duplicate, session_id = self._open_message(
             session_id,
             content,
@@ -394,8 +409,16 @@ class TurnLoop(MessageCalls):
             idempotency_key=idempotency_key,
             expected_offset=expected_offset,
             opens_turn=agent is not None,
+            recorded=recorded,
         )
-        user_message = self.views.message_at(session_id, offset)
+        user_message = (
+            recorded[-1]
+            if recorded
+            and not duplicate
+            and recorded[-1]["session_id"] == session_id
+            and recorded[-1]["offset"] == offset
+            else self.views.message_at(session_id, offset)
+        )
         state = TurnState(session_id, offset, user_message)
         yield self._emit(state, {"type": "message_start", "user_message": user_message})
         if duplicate:
@@ -485,7 +508,7 @@ class TurnLoop(MessageCalls):
             history = (
                 []
                 if command is not None
-                else self._agent_history(state.session_id, principal, agent)
+                else self._agent_history(state, agent_id, principal, agent)
             )
             final = yield from self._emitting(
                 state, run_step(agent, history, specs, token, deadline)

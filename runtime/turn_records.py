@@ -63,6 +63,9 @@ class TurnState:
     """The last step message that asked for tools."""
     unanswered: list[ToolCall] = field(default_factory=list)
     """Calls of ``last_step`` without a recorded result, in order."""
+    session: dict[str, Any] | None = None
+    """The session's document as the turn's last write left it (saves reading
+    it back for the result), when that write recorded it."""
 
     def asked(self, message: Mapping[str, Any], calls: Iterable[ToolCall]) -> None:
         """A step message that asks for ``calls`` was recorded."""
