@@ -6,6 +6,15 @@ triggers events; the actor then saves the pending events (group-committed, fsync
 before answering. Commands are always sent with ``ask`` and a timeout, never
 ``tell``, so a failing command reports to its caller instead of killing the actor.
 
+An idle actor lends its session to the caller: :meth:`SessionActor.run_here`
+runs a command on the caller's own thread when the actor is alive, has nothing
+queued and is not running anything, holding the same lock the actor's thread
+holds for each message (the group committer's leader works the same way). The
+session still has one writer at a time, in one order; what it saves is two
+thread hand-overs per command (~60 us each here, more under load). A stop waits
+for a lent command to finish before the actor reports itself gone, so the
+directory never starts a successor while one runs.
+
 Failures follow Akka's persistence rules:
 
 - a domain error leaves nothing recorded; any half-applied events are discarded by
@@ -122,6 +131,10 @@ class Read:
     query: Callable[[Session], Any]
 
 
+BUSY: Any = object()
+"""What :meth:`SessionActor.run_here` answers when the actor is not idle."""
+
+
 class SessionActor(pykka.ThreadingActor):
     """Owns one session's aggregate; see the module docstring."""
 
@@ -135,8 +148,13 @@ class SessionActor(pykka.ThreadingActor):
         snapshot_interval: int,
         on_stop: Callable[[str, pykka.ActorRef[Any]], None] | None = None,
         conflicts: ConflictCounter | None = None,
+        made: Callable[[SessionActor], None] | None = None,
     ) -> None:
         super().__init__()
+        if made is not None:  # hands the instance to the directory (run_here)
+            made(self)
+        # Held while a message runs, on the actor's thread or a caller's.
+        self._exclusive = threading.Lock()
         self.session_id = session_id
         self.app = app
         self.snapshot_interval = snapshot_interval
@@ -146,6 +164,23 @@ class SessionActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         """Handle an :class:`Execute` or :class:`Read` message (actor thread)."""
+        with self._exclusive:
+            return self._handle(message)
+
+    def run_here(self, message: Execute | Read) -> Any:
+        """Handle ``message`` on the calling thread if the actor is idle (alive,
+        nothing queued, nothing running); :data:`BUSY` otherwise, and the caller
+        sends it instead. Raises what the command raises, as ``ask`` would."""
+        if not self._exclusive.acquire(blocking=False):
+            return BUSY
+        try:
+            if self.actor_stopped.is_set() or not self.actor_inbox.empty():
+                return BUSY
+            return self._handle(message)
+        finally:
+            self._exclusive.release()
+
+    def _handle(self, message: Any) -> Any:
         if isinstance(message, Execute):
             return self.execute(message.command)
         if isinstance(message, Read):
@@ -154,7 +189,11 @@ class SessionActor(pykka.ThreadingActor):
         raise TypeError(msg)
 
     def on_stop(self) -> None:
-        """Tell the directory (runs on the actor's thread as it stops)."""
+        """Tell the directory (runs on the actor's thread as it stops), once a
+        command lent to a caller has finished (pykka marked the actor stopped
+        first, so no new one starts)."""
+        with self._exclusive:
+            pass
         if self._on_stop is not None:
             self._on_stop(self.session_id, self.actor_ref)
 

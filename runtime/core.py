@@ -22,7 +22,7 @@ from aggregates.session import Session
 from aggregates.values import (
     Status,
 )
-from runtime.actor import Execute, Outcome, Read
+from runtime.actor import BUSY, Execute, Outcome, Read
 from runtime.agents import (
     AgentRegistry,
 )
@@ -228,10 +228,14 @@ class RuntimeCore:
         return row
 
     def _ask(self, session_id: str, message: Execute | Read) -> Any:
-        # The message is queued under the directory's lock, so passivation and
+        # An idle actor runs the message on this thread (see SessionActor);
+        # otherwise it is queued under the directory's lock, so passivation and
         # the live-actor cap never refuse it. An actor that stopped by itself (a
         # storage error) refuses it with ActorDeadError without having run it;
         # it is then safe to resend it to the successor.
+        answer = self.directory.actor(session_id).run_here(message)
+        if answer is not BUSY:
+            return answer
         for _ in range(8):
             future = self.directory.get_or_start(
                 session_id, lambda ref: ref.ask(message, block=False)

@@ -12,7 +12,9 @@ session never run at the same time. Commands already queued on the old actor run
 before it stops; one sent after the stop fails with ``ActorDeadError``. The
 runtime queues its commands through ``get_or_start(…, send=…)``, under the lock,
 so only an actor that stopped by itself (a storage error) refuses one, and the
-runtime then retries it on the successor.
+runtime then retries it on the successor. Before queueing, the runtime offers
+the command to the actor itself (:meth:`ActorDirectory.actor`,
+``SessionActor.run_here``): an idle actor runs it on the caller's thread.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Entry:
     ref: pykka.ActorRef[Any]
+    actor: SessionActor
     last_used: float
     stopped: threading.Event = field(default_factory=threading.Event)
     stopping: bool = False
@@ -119,6 +122,15 @@ class ActorDirectory:
                 self._stop(victim_id, victim)
             return proxy
 
+    def actor(self, session_id: str) -> SessionActor:
+        """The session's live actor itself (started if need be), for a caller
+        to run a command on its own thread (:meth:`SessionActor.run_here`);
+        counts as a use, like :meth:`get_or_start`."""
+        actor: SessionActor = self.get_or_start(
+            session_id, lambda ref: self._entries[session_id].actor
+        )
+        return actor
+
     def live_count(self) -> int:
         """How many session actors are live."""
         with self._lock:
@@ -175,14 +187,16 @@ class ActorDirectory:
                 entry.stopped.set()
 
     def _start(self, session_id: str) -> _Entry:
+        made: list[SessionActor] = []
         ref = SessionActor.start(
             session_id,
             self._app,
             snapshot_interval=self._snapshot_interval,
             on_stop=self.forget,
             conflicts=self.conflicts,
+            made=made.append,
         )
-        entry = _Entry(ref=ref, last_used=self._clock.monotonic())
+        entry = _Entry(ref=ref, actor=made[0], last_used=self._clock.monotonic())
         self._entries[session_id] = entry
         self.stats.activations += 1
         return entry

@@ -333,3 +333,85 @@ def test_a_command_sent_while_a_failed_actor_is_stopping_goes_to_its_successor(
     assert message["offset"] == runtime.get(session_id)["offset"]
     [successor] = live_actors(session_id)
     assert successor.actor_urn != failed_ref.actor_urn
+
+
+# --- commands lent to the caller's thread
+
+
+def hold_command(
+    entered: threading.Event, release: threading.Event, ran: list[str], name: str
+) -> Callable[[Any], None]:
+    """A command that notes where it runs, then waits for ``release`` and sets
+    the attribute ``name`` (so a test can hold it mid-command)."""
+
+    def command(session: Any) -> None:
+        ran.append(f"{name}:{threading.current_thread().name}")
+        entered.set()
+        assert release.wait(WAIT)
+        session.patch_attributes(timestamp=session.updated_at, patch={name: True})
+
+    return command
+
+
+def test_an_idle_actor_runs_a_command_on_the_callers_thread(runtime: Runtime) -> None:
+    session_id = runtime.create()["id"]
+    threads: list[threading.Thread] = []
+
+    runtime._execute(
+        session_id, lambda session: threads.append(threading.current_thread())
+    )
+
+    assert threads == [threading.current_thread()]
+    assert runtime.directory.live_count() == 1
+
+
+def test_a_command_for_a_busy_session_waits_in_the_mailbox_and_runs_after(
+    runtime: Runtime,
+) -> None:
+    session_id = runtime.create()["id"]
+    entered, release, ran = threading.Event(), threading.Event(), []
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(
+            runtime._execute, session_id, hold_command(entered, release, ran, "a")
+        )
+        assert entered.wait(WAIT)
+        second = pool.submit(
+            runtime._execute,
+            session_id,
+            lambda session: ran.append(f"b:{threading.current_thread().name}"),
+        )
+        time.sleep(0.2)  # the second command is queued, not running
+        assert [r.split(":")[0] for r in ran] == ["a"]
+        release.set()
+        first.result(WAIT)
+        second.result(WAIT)
+
+    assert [r.split(":")[0] for r in ran] == ["a", "b"]
+    assert ran[1].split(":")[1].startswith("SessionActor")  # ran on the actor
+
+
+def test_stopping_an_actor_waits_for_the_command_lent_to_a_caller(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    census = ActorCensus(monkeypatch)
+    session_id = runtime.create()["id"]
+    offset = runtime.get(session_id)["offset"]
+    entered, release, ran = threading.Event(), threading.Event(), []
+    with ThreadPoolExecutor(2) as pool:
+        lent = pool.submit(
+            runtime._execute, session_id, hold_command(entered, release, ran, "a")
+        )
+        assert entered.wait(WAIT)
+        assert runtime.directory.passivate(session_id, wait=False)
+        later = pool.submit(runtime.patch_attributes, session_id, {"b": True})
+        time.sleep(0.3)
+        # The stop waits for the lent command; no successor starts meanwhile.
+        assert not later.done()
+        assert census.most.get(session_id, 0) <= 1
+        release.set()
+        lent.result(WAIT)
+        later.result(WAIT)
+
+    assert census.most[session_id] == 1
+    assert runtime.get(session_id)["attributes"] == {"a": True, "b": True}
+    assert runtime.get(session_id)["offset"] == offset + 2
