@@ -206,6 +206,9 @@ class SessionActor(pykka.ThreadingActor):
             try:
                 session: Session = self.app.repository.get(self.session_id)
             except AggregateNotFoundError:
+                # Nothing to keep live: leave the directory (a command for an
+                # unknown id must not hold an actor until it idles out).
+                self.actor_ref.stop(block=False)
                 msg = f"session {self.session_id} not found"
                 raise SessionNotFoundError(msg) from None
             except PersistenceError as error:

@@ -57,11 +57,12 @@ class MessageCalls(RuntimeCore):
         ``IDEMPOTENCY_WINDOW`` keyed messages). ``expected_offset`` must equal
         the session's offset (else ``OffsetConflictError`` with the current one).
         """
-        self._row(session_id, principal)
+        # The actor checks the principal sees the session (no index read).
         recorded: DocumentList = []
         offset, duplicate, session_id = self._append(
             session_id,
             content,
+            principal=principal,
             role=role,
             author_id=author_id or (principal.id if role == "user" else None),
             attachments=attachments,
@@ -96,12 +97,14 @@ class MessageCalls(RuntimeCore):
         reply_to: int | None,
         recorded: DocumentList | None = None,
         opens_turn: bool = False,
+        principal: Principal | None = None,
     ) -> tuple[int, bool, str]:
         """Append on the session's actor; returns (offset, whether it was a
         retry, the session it went to). ``recorded`` receives the new message's
         document, made from the very bytes the log stores, so that the caller
         need not read it back (reading after a write costs ~100 us: every write
-        empties the other connections' page caches)."""
+        empties the other connections' page caches). With ``principal``, the
+        actor checks that it sees the session."""
         if attachments is not None and not isinstance(attachments, list):
             raise InvalidRequestError("attachments must be a list")
         if metadata is not None and not isinstance(metadata, Mapping):
@@ -137,7 +140,9 @@ class MessageCalls(RuntimeCore):
                 recorded.append(message_document(session.id, offset, stored))
             return offset, False
 
-        (offset, duplicate), session_id = self._execute_on(session_id, command)
+        (offset, duplicate), session_id = self._execute_on(
+            session_id, command, principal=principal
+        )
         return offset, duplicate, session_id
 
     def history(

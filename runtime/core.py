@@ -288,13 +288,22 @@ class RuntimeCore:
         return self._document(session_id)
 
     def _execute_on(
-        self, session_id: str, command: Callable[[Session], T | Outcome[T]]
+        self,
+        session_id: str,
+        command: Callable[[Session], T | Outcome[T]],
+        *,
+        principal: Principal | None = None,
     ) -> tuple[T, str]:
         """Run a command through the session's actor, after its lifecycle
         deadlines: returns the result and the session it ran on, which is the
-        successor when a due daily or idle reset came first."""
+        successor when a due daily or idle reset came first. With
+        ``principal``, the actor first checks that it sees the session (another
+        owner's is not found), instead of the caller reading the index."""
+        run = self._after_deadlines(command)
+        if principal is not None:
+            run = _seen_by(principal, run)
         for _ in range(4):
-            outcome = self._ask(session_id, Execute(self._after_deadlines(command)))
+            outcome = self._ask(session_id, Execute(run))
             if isinstance(outcome, _Expired):
                 raise SessionExpiredError(session_id, outcome.expires_at)
             if isinstance(outcome, _ResetTo):
@@ -387,3 +396,18 @@ class RuntimeCore:
     def api(self) -> Runtime:
         """This runtime with every group of calls (for calls across groups)."""
         return cast("Runtime", self)
+
+
+def _seen_by(
+    principal: Principal, command: Callable[[Session], Any]
+) -> Callable[[Session], Any]:
+    """``command``, run only on a session ``principal`` sees: another owner's is
+    not found, before anything (deadlines included) can tell it exists."""
+
+    def run(session: Session) -> Any:
+        if not (principal.admin or session.owner_id == principal.id):
+            msg = f"session {session.id} not found"
+            raise SessionNotFoundError(msg)
+        return command(session)
+
+    return run
