@@ -81,9 +81,18 @@ _UPSERT_INDEX = (
     "ON CONFLICT (session_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in INDEX_COLUMNS[1:])
 )
+# What a session's later events can change. An UPDATE that names an indexed
+# column rewrites that index's entry even when the value is the same (SQLite: one
+# more WAL page per write for the owner index alone), so the columns fixed when
+# the session opens are left out.
+_FIXED_COLUMNS = frozenset(
+    ("session_id", "owner_id", "user_id", "agent_id", "scope_key", "created_at")
+    + ("parent_id",)
+)
+_CHANGING_AT = tuple(i for i, c in enumerate(INDEX_COLUMNS) if c not in _FIXED_COLUMNS)
 _UPDATE_INDEX = (
     "UPDATE session_index SET "
-    + ", ".join(f"{c} = ?" for c in INDEX_COLUMNS[1:])
+    + ", ".join(f"{INDEX_COLUMNS[i]} = ?" for i in _CHANGING_AT)
     + " WHERE session_id = ?"
 )
 _UPSERT_OPEN_TURN = (
@@ -186,7 +195,9 @@ class SessionViews(LogReads, WebhookOutbox):
             # the name and scope key its successor, inserted next, takes.
             if updated:
                 self.update_existing(
-                    c, self.q(_UPDATE_INDEX), [(*r[1:], r[0]) for r in updated]
+                    c,
+                    self.q(_UPDATE_INDEX),
+                    [(*(r[i] for i in _CHANGING_AT), r[0]) for r in updated],
                 )
             if inserted:
                 c.executemany(self.q(_UPSERT_INDEX), inserted)
