@@ -109,17 +109,20 @@ async def send_watching(
     the caller hangs up first. The body has been read, so the next ASGI message
     is ``http.disconnect``: the server sends it when the connection closes."""
     token = CancelToken()
-    sending = asyncio.ensure_future(
-        aruntime.send(sid, content, timeout=timeout, cancel=token, **arguments)
-    )
-    watching = asyncio.ensure_future(hung_up(request))
-    try:
-        await asyncio.wait({sending, watching}, return_when=asyncio.FIRST_COMPLETED)
-        if watching.done() and not watching.cancelled() and watching.result():
+
+    async def watch() -> None:
+        if await hung_up(request):
             token.cancel(DISCONNECTED)
+
+    # One watcher task; the send is awaited here (a second task and a wait on
+    # both cost more than the rest of an echo request's loop work).
+    watching = asyncio.ensure_future(watch())
+    try:
+        result: dict[str, Any] = await aruntime.send(
+            sid, content, timeout=timeout, cancel=token, **arguments
+        )
     finally:
         watching.cancel()
-    result: dict[str, Any] = await sending
     return result
 
 
