@@ -10,9 +10,11 @@ batch (the oldest waiting write leads it). Nobody waits on a shared lock, so a
 commit wakes only the writers it finished and one successor; an uncontended
 write costs no thread hop at all.
 
-Each write of a batch of several runs inside its own SAVEPOINT, so one write's
-integrity error (another writer took its offset, a name is taken) rolls back that
-write alone and the rest of the batch still commits.
+A batch is written together: one statement per table for all its writes, not
+one per write. Should one write break a constraint (another writer took its
+offset, a name is taken: rare), the batch is rolled back and written again with
+each write inside its own SAVEPOINT, so that write alone fails and the rest of
+the batch still commits.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ Transaction = Callable[[], AbstractContextManager[Any]]
 BeforeBatch = Callable[[Any], None]
 """Runs first in a batch's transaction (e.g. to take the log's insert lock)."""
 
-WriteFunction = Callable[[Any, Any], Sequence[int]]
-"""Writes one payload on a cursor and returns the notification ids it took."""
+WriteFunction = Callable[[Any, Sequence[Any]], list[Sequence[int]]]
+"""Writes payloads together on a cursor; returns the notification ids each took."""
 
 AfterBatch = Callable[[Any, int], None]
 """Runs last in a batch's transaction with the highest notification id written."""
@@ -122,23 +124,18 @@ class GroupCommitter:
 
     def _commit(self, batch: list[_Write]) -> None:
         committed = False
-        # A lone write needs no savepoint: if it fails, the whole transaction
-        # (nothing else) is rolled back, with the same outcome for it.
         alone = len(batch) == 1
         try:
-            with self._transaction() as cursor:
-                if self._before_batch is not None:
-                    self._before_batch(cursor)
-                highest = 0
+            try:
+                self._run(batch, apart=False)
+            except self._integrity_errors:
+                if alone:
+                    raise
+                # One write broke a constraint; writing each in a savepoint
+                # finds which (the others commit).
                 for item in batch:
-                    if alone:
-                        item.result = self._write(cursor, item.payload)
-                    else:
-                        self._write_in_savepoint(cursor, item)
-                    if item.result:
-                        highest = max(highest, *item.result)
-                if highest and self._after_batch is not None:
-                    self._after_batch(cursor, highest)
+                    item.result = None
+                self._run(batch, apart=True)
             committed = True
         except BaseException as error:
             # Nothing of this batch is committed: every write in it failed.
@@ -160,10 +157,29 @@ class GroupCommitter:
                 item.finished = True
                 item.wake.set()
 
+    def _run(self, batch: list[_Write], *, apart: bool) -> None:
+        """One transaction writing ``batch``: together, or each write in its own
+        savepoint (a lone write needs none: its failure is the transaction's)."""
+        with self._transaction() as cursor:
+            if self._before_batch is not None:
+                self._before_batch(cursor)
+            if apart:
+                for item in batch:
+                    self._write_in_savepoint(cursor, item)
+            else:
+                results = self._write(cursor, [item.payload for item in batch])
+                for item, result in zip(batch, results, strict=True):
+                    item.result = result
+            highest = max(
+                (max(item.result) for item in batch if item.result), default=0
+            )
+            if highest and self._after_batch is not None:
+                self._after_batch(cursor, highest)
+
     def _write_in_savepoint(self, cursor: Any, item: _Write) -> None:
         cursor.execute("SAVEPOINT write")
         try:
-            item.result = self._write(cursor, item.payload)
+            item.result = self._write(cursor, [item.payload])[0]
         except self._integrity_errors as error:
             cursor.execute("ROLLBACK TO write")
             item.error = error

@@ -122,8 +122,11 @@ class SessionsRecorder:
                 raise
             raise translated from error
 
-    def _write(self, cursor: Cursor, payload: Any) -> Sequence[int]:
-        stored_events, sessions, taken = payload
+    def _write(self, cursor: Cursor, payloads: Sequence[Any]) -> list[Sequence[int]]:
+        # Every payload's rows go in together: one statement per table. Each
+        # session has one writer at a time, so no session is in two payloads.
+        stored_events = [e for events, _, _ in payloads for e in events]
+        sessions = [s for _, written, _ in payloads for s in written]
         inserted = self._insert_rows(cursor, stored_events)
         # Sessions opened by this write get their index row; every other one
         # must still have its own (see SessionViews.project).
@@ -136,9 +139,15 @@ class SessionsRecorder:
         # Marked as this process's own before the commit, so the change feed
         # (which reads only committed rows) can never take them for another
         # process's events, nor publish them a second time.
-        taken.extend(ids)
         self.local.add(ids)
-        return ids
+        results: list[Sequence[int]] = []
+        start = 0
+        for events, _, taken in payloads:
+            mine = ids[start : start + len(events)]
+            start += len(events)
+            taken.extend(mine)
+            results.append(mine)
+        return results
 
     def _enqueue_webhooks(
         self,
