@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+)
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
 from projections.views import SESSION_GONE, SessionViews
@@ -96,8 +103,22 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
         """``instr``: a substring test that needs no escaping of the text."""
         return f"instr({column}, ?) > 0"
 
-    def reading(self) -> AbstractContextManager[Cursor]:
-        """A read transaction (one consistent snapshot of the WAL)."""
+    @contextmanager
+    def reading(self) -> Iterator[Cursor]:
+        """A pooled connection in autocommit: each read sees what is committed
+        when it runs (a SELECT is its own snapshot), without a BEGIN and a
+        ROLLBACK around it (two statements, each a GIL hand-over under load)."""
+        with self.datastore.get_connection(commit=False) as connection:
+            cursor = connection.cursor()
+            try:
+                yield cursor
+            except sqlite3.Error as error:
+                raise _persistence_error(error) from error
+            finally:
+                cursor.sqlite_cursor.close()  # ends the statement's read
+
+    def snapshot(self) -> AbstractContextManager[Cursor]:
+        """A read transaction: one state of the WAL for several reads."""
         return cast(
             "AbstractContextManager[Cursor]", self.datastore.transaction(commit=False)
         )
@@ -107,3 +128,14 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
         return cast(
             "AbstractContextManager[Cursor]", self.datastore.transaction(commit=True)
         )
+
+
+def _persistence_error(error: sqlite3.Error) -> PersistenceError:
+    """eventsourcing's error for a driver error (as its transactions raise)."""
+    if isinstance(error, sqlite3.IntegrityError):
+        return IntegrityError(error)
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError(error)
+    if isinstance(error, sqlite3.DatabaseError):
+        return DatabaseError(error)
+    return PersistenceError(error)

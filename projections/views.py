@@ -86,8 +86,8 @@ _UPSERT_INDEX = (
 # more WAL page per write for the owner index alone), so the columns fixed when
 # the session opens are left out.
 _FIXED_COLUMNS = frozenset(
-    ("session_id", "owner_id", "user_id", "agent_id", "scope_key", "created_at")
-    + ("parent_id",)
+    {"session_id", "owner_id", "user_id", "agent_id", "created_at", "parent_id"}
+    | {"scope_key"}  # (the status decides whether the scope index holds it)
 )
 _CHANGING_AT = tuple(i for i, c in enumerate(INDEX_COLUMNS) if c not in _FIXED_COLUMNS)
 _UPDATE_INDEX = (
