@@ -3,6 +3,8 @@ bad calls, failures, usage, and what an interrupted turn leaves behind."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from runtime import (
     TurnFailedError,
 )
 from runtime.settings import ContextConfig
+from runtime.turn_control import CancelToken
 from tests.conftest import RuntimeFactory
 from tests.support.agents import ScriptedAgent, calls, final, text
 
@@ -362,3 +365,88 @@ def test_a_configured_context_window_wins_over_the_agents_history_limit(
     for text_ in ("one", "two", "three"):
         runtime.send(sid, text_)
     assert agent.seen[-1] == ["one", "ok", "two", "ok", "three"]
+
+
+class InlineAgent(ScriptedAgent):
+    """A scripted agent that declares its steps never block (``inline``); it
+    notes the thread each step runs on."""
+
+    inline = True
+
+    def __init__(self, *steps: Any) -> None:
+        super().__init__(*steps)
+        self.threads: list[str] = []
+
+    def run(self, history: Any, tools: Any = ()) -> Any:
+        played = super().run(history, tools)
+
+        def outputs() -> Iterator[Any]:
+            # noted as the step runs (a pump thread would run this part)
+            self.threads.append(threading.current_thread().name)
+            yield from played
+
+        return outputs()
+
+
+def test_an_inline_agent_runs_on_the_turns_own_thread(rt: Runtime) -> None:
+    agent = InlineAgent([*text("one ", "two"), final("one two")])
+    sid = use(rt, agent)
+
+    events = list(rt.stream(sid, "hi"))
+
+    assert agent.threads == [threading.current_thread().name]
+    assert [e["text"] for e in events if e["type"] == "text_delta"] == ["one ", "two"]
+    assert events[-1]["reply"]["content"] == "one two"
+
+
+def test_an_inline_agents_failure_ends_the_turn_failed(rt: Runtime) -> None:
+    sid = use(rt, InlineAgent([*text("partial "), ProviderDown("upstream 500")]))
+
+    with pytest.raises(TurnFailedError) as failed:
+        rt.send(sid, "hello")
+
+    assert failed.value.code == "provider_error"
+    ended = log(rt, sid)[-1]
+    assert (ended["type"], ended["data"]["status"]) == ("turn_ended", "failed")
+
+
+def test_an_inline_agent_is_stopped_between_its_outputs_and_closed(
+    rt: Runtime,
+) -> None:
+    token = CancelToken()
+
+    def cancel_after_first(history: Any, tools: Any) -> Any:
+        def outputs() -> Iterator[Any]:
+            yield from text("kept ")
+            token.cancel()  # as if the caller went away mid-step
+            yield from text("handed over")  # given at the stop: kept too
+            yield final("never produced")
+
+        return outputs()
+
+    agent = InlineAgent(cancel_after_first)
+    sid = use(rt, agent)
+
+    events = list(rt.stream(sid, "hi", cancel=token))
+
+    deltas = [e["text"] for e in events if e["type"] == "text_delta"]
+    assert deltas == ["kept ", "handed over"]
+    assert agent.closed.is_set()  # the generator was closed, its finally ran
+    ended = log(rt, sid)[-1]
+    assert (ended["type"], ended["data"]["status"]) == ("turn_ended", "cancelled")
+    assert "never produced" not in str(log(rt, sid))
+
+
+def test_a_first_step_with_history_limit_one_gets_the_turns_own_message(
+    runtime: Runtime,
+) -> None:
+    class LastOne(LastTwo):
+        history_limit = 1
+
+    agent = LastOne()
+    runtime.agents.register("one", agent)
+    sid = runtime.create("one")["id"]
+    runtime.send(sid, "first")
+    runtime.send(sid, "second")
+
+    assert agent.seen == [["first"], ["second"]]
