@@ -5,14 +5,18 @@ the lease table (:class:`runtime.lease.LeaseStore`) and the change source
 Every write sends ``NOTIFY stored_events`` in its transaction (see
 :mod:`runtime.postgres_store`), delivered to listeners when it commits, so a
 feed on another node reads a new event about one round trip after its commit
-instead of at its next poll. Notification ids are issued in commit order (the
-writers' insert lock), so following them by number never skips a later commit.
+instead of at its next poll. The payload names the writing process, whose own
+feed ignores it: a process publishes its own writes itself, so only other
+processes' writes wake it (not one query per own write). Notification ids are
+issued in commit order (the writers' insert lock), so following them by number
+never skips a later commit.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from contextlib import suppress
@@ -104,9 +108,14 @@ class PostgresChangeSource:
     connects again: the feed keeps working by polling meanwhile.
     """
 
-    def __init__(self, datastore: PostgresDatastore, channel: str) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, channel: str, *, own_payload: str = ""
+    ) -> None:
         self.datastore = datastore
         self.channel = channel
+        # NOTIFYs carrying this payload come from this process's own writes,
+        # which it publishes itself: they do not end a wait.
+        self._own_payload = own_payload
         self.wake_channel = f"sessiond_wake_{uuid.uuid4().hex[:16]}"
         self._connection: psycopg.Connection[Any] | None = None
         self._interrupted = threading.Event()
@@ -151,8 +160,17 @@ class PostgresChangeSource:
             return
         try:
             connection = self._listening()
-            for _ in connection.notifies(timeout=timeout, stop_after=1):
-                self.notifications += 1
+            deadline = time.monotonic() + timeout
+            woken = False
+            while not woken and not self._interrupted.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                for notify in connection.notifies(timeout=remaining, stop_after=1):
+                    if self._own_payload and notify.payload == self._own_payload:
+                        continue
+                    self.notifications += 1
+                    woken = True
         except psycopg.Error:
             logger.warning("change feed: LISTEN failed; polling until it reconnects")
             self._drop_connection()

@@ -22,6 +22,7 @@ both backends.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -182,6 +183,9 @@ def postgres_env(settings: Settings) -> dict[str, str]:
 class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
     """The sessions recorder on PostgreSQL (see :class:`SessionsRecorder`)."""
 
+    writer_token = ""
+    """The payload of its NOTIFYs, naming the process (set by the factory)."""
+
     def __init__(
         self,
         datastore: PostgresDatastore,
@@ -228,7 +232,9 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
         # order and a reader following them never passes one that commits
         # later. NOTIFY wakes every LISTENer (other nodes) at the commit.
         cursor.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
-        cursor.execute(f"NOTIFY {self.channel_name}")
+        # The payload names this process, whose own change feed skips it (it
+        # publishes its writes itself): only other processes are woken.
+        cursor.execute(f"NOTIFY {self.channel_name}, %s", (self.writer_token,))
         at = cursor.mark()
         cursor.execute(
             INSERT_EVENTS
@@ -274,6 +280,8 @@ class PostgresSessionsFactory(PostgresFactory):
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
+        self.writer_token = uuid.uuid4().hex
+        """The payload of this process's NOTIFYs (see ``change_source``)."""
         kwargs = self.datastore.pool.kwargs
         assert isinstance(kwargs, dict)
         kwargs.update(conninfo_to_dict(self.env.get(POSTGRES_EXTRA_CONNINFO) or ""))
@@ -317,6 +325,7 @@ class PostgresSessionsFactory(PostgresFactory):
             clock=clock,
             server_webhooks=server_webhooks,
         )
+        recorder.writer_token = self.writer_token
         with self.schema_lock():
             recorder.create_table()
             views.create_table()
@@ -330,5 +339,8 @@ class PostgresSessionsFactory(PostgresFactory):
         return leases
 
     def change_source(self) -> PostgresChangeSource:
-        """The log of the same database, woken by the NOTIFY of every write."""
-        return PostgresChangeSource(self.datastore, EVENTS_TABLE)
+        """The log of the same database, woken by the NOTIFY of every other
+        process's write."""
+        return PostgresChangeSource(
+            self.datastore, EVENTS_TABLE, own_payload=self.writer_token
+        )

@@ -170,3 +170,32 @@ def test_a_postgres_change_source_wait_ends_at_a_commit_or_an_interrupt(
     finally:
         source.close()
     assert source.last_notification_id() == runtime.app.recorder.max_notification_id()
+
+
+@pytest.mark.postgres_only
+def test_a_postgres_change_source_sleeps_through_its_own_processs_writes(
+    runtime_factory: RuntimeFactory,
+) -> None:
+    runtime = runtime_factory(supervisor_interval=0)
+    factory = runtime.app.factory
+    datastore = factory.datastore  # type: ignore[attr-defined]
+    own = PostgresChangeSource(
+        datastore,
+        "stored_events",
+        own_payload=factory.writer_token,  # type: ignore[attr-defined]
+    )
+    other = PostgresChangeSource(datastore, "stored_events")
+    try:
+        own.wait(0)
+        other.wait(0)  # both listening
+        runtime.create()  # a write of this process
+
+        started = time.monotonic()
+        own.wait(0.5)
+        assert own.notifications == 0  # published locally, not woken for it
+        assert time.monotonic() - started >= 0.45
+        other.wait(WAIT)
+        assert other.notifications == 1  # any other process is woken
+    finally:
+        own.close()
+        other.close()
