@@ -4,7 +4,7 @@ Every write is acknowledged only after the transaction holding it has committed
 (and, with ``synchronous=FULL``, been fsynced). There is no committer thread: a
 writer that finds nobody committing becomes the leader, takes every write queued
 so far (its own included) and commits them together. Writers that queue while a
-leader is busy wait on their own event, which is set exactly once: when their
+leader is busy wait on their own latch, which is released exactly once: when their
 write is done, or when the leader that finished hands them the lead for the next
 batch (the oldest waiting write leads it). Nobody waits on a shared lock, so a
 commit wakes only the writers it finished and one successor; an uncontended
@@ -51,14 +51,28 @@ AfterCommit = Callable[[list[tuple[Any, Sequence[int]]]], None]
 """Runs once a batch has committed, with each successful payload and its ids."""
 
 
+def _held(lock: threading.Lock) -> threading.Lock:
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Write:
     payload: Any
-    wake: threading.Event = field(default_factory=threading.Event)
-    """Set once: the write is done, or its writer is to lead the next batch."""
+    latch: threading.Lock = field(default_factory=lambda: _held(threading.Lock()))
+    """Released once: the write is done, or its writer is to lead the next batch.
+    (A held lock, not an ``Event``: a leader wakes dozens of writers per batch,
+    and an ``Event`` wakes through a Python-level ``Condition``.)"""
+    woken: bool = False
     finished: bool = False
     result: Sequence[int] | None = None
     error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Let the writer go on (once; later calls do nothing)."""
+        if not self.woken:
+            self.woken = True
+            self.latch.release()
 
 
 class GroupCommitter:
@@ -99,7 +113,7 @@ class GroupCommitter:
             lead = not self._leading
             self._leading = True
         if not lead:
-            item.wake.wait()
+            item.latch.acquire()
         if not item.finished:  # this writer leads the next batch
             self._lead()
         if item.error is not None:
@@ -120,7 +134,7 @@ class GroupCommitter:
                 successor = self._pending[0] if self._pending else None
                 self._leading = successor is not None
             if successor is not None:
-                successor.wake.set()
+                successor.wake()
 
     def _commit(self, batch: list[_Write]) -> None:
         committed = False
@@ -155,7 +169,7 @@ class GroupCommitter:
             self.writes += len(batch)
             for item in batch:
                 item.finished = True
-                item.wake.set()
+                item.wake()
 
     def _run(self, batch: list[_Write], *, apart: bool) -> None:
         """One transaction writing ``batch``: together, or each write in its own
