@@ -203,7 +203,9 @@ class PostgresSessionsRecorder(SessionsRecorder, PostgresApplicationRecorder):
             bus,
             clock=clock,
             server_webhooks=server_webhooks,
-            integrity_errors=(psycopg.IntegrityError,),
+            # The driver's inside a transaction; eventsourcing's once its
+            # connection wrapper has translated it (a batch that failed whole).
+            integrity_errors=(psycopg.IntegrityError, IntegrityError),
             # Tracking is advanced within each write (see _insert_rows).
             advance=None,
         )

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from projections.documents import session_document
-from runtime import ConcurrencyConflictError, Runtime
+from runtime import ConcurrencyConflictError, NameTakenError, Runtime
 from runtime.persistence import SessionsRecorder
 from tests.conftest import RuntimeFactory
 from tests.support.database import query
@@ -122,6 +122,43 @@ def test_sixty_four_threads_writing_sixty_four_sessions_share_commits(
     # Group commit batched: fewer transactions (and fsyncs) than writes.
     assert batches < writes
     assert runtime.views.position() == runtime.app.recorder.max_notification_id()
+
+
+def test_a_name_clash_inside_a_batch_fails_alone_and_the_batch_commits(
+    runtime: Runtime,
+) -> None:
+    # Sixteen sessions of one user take the same name at once while sixteen
+    # others append: batches written together meet the clash, which must fail
+    # one write only (written again apart), never the appends beside it.
+    renamers = [runtime.create()["id"] for _ in range(16)]
+    appenders = [runtime.create()["id"] for _ in range(16)]
+    barrier = threading.Barrier(len(renamers) + len(appenders))
+
+    def rename(session_id: str) -> str:
+        barrier.wait(WAIT)
+        try:
+            runtime.update(session_id, name="Planning")
+        except NameTakenError:
+            return "taken"
+        return "named"
+
+    def append(session_id: str) -> list[int]:
+        barrier.wait(WAIT)
+        return [runtime.append(session_id, f"m{n}")["offset"] for n in range(5)]
+
+    with ThreadPoolExecutor(len(renamers) + len(appenders)) as pool:
+        renamed = [pool.submit(rename, sid) for sid in renamers]
+        appended = {sid: pool.submit(append, sid) for sid in appenders}
+        outcomes = sorted(f.result(WAIT) for f in renamed)
+        offsets = {sid: f.result(WAIT) for sid, f in appended.items()}
+
+    assert outcomes == ["named"] + ["taken"] * 15
+    assert [runtime.get(sid)["name"] for sid in renamers].count("Planning") == 1
+    for session_id in appenders:
+        assert offsets[session_id] == [2, 3, 4, 5, 6]
+        assert [m["content"] for m in runtime.messages(session_id)] == [
+            f"m{n}" for n in range(5)
+        ]
 
 
 def test_a_stale_writer_reloads_and_retries_its_command_after_the_other_writes(
