@@ -47,7 +47,6 @@ from aggregates.errors import (
 from aggregates.lifecycle import Due, next_deadline, validate_reset_policy
 from aggregates.values import (
     Concurrency,
-    Role,
     Status,
     TimeoutLimits,
     TimeoutPolicy,
@@ -56,6 +55,7 @@ from aggregates.values import (
     deep_merge,
     max_end,
     normalize_name,
+    role_value,
 )
 
 Span = list[Any]  # [session_id: str, after: int, upto: int | None]
@@ -721,12 +721,7 @@ class Session(BaseAggregate[str]):
         message an agent turn answers (the turn is open until :meth:`end_turn`);
         a session holds at most one open turn."""
         self.check_writable(expected_offset)
-        try:
-            role = Role(role).value
-        except ValueError:
-            raise InvalidRequestError(
-                "role must be one of user, assistant, system, tool"
-            ) from None
+        role = role_value(role)
         if not isinstance(content, str):
             raise InvalidRequestError("content must be a string")
         pending = self.pending_turn()

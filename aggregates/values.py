@@ -28,6 +28,16 @@ class Role(StrEnum):
     TOOL = "tool"
 
 
+def role_value(role: Any) -> str:
+    """``role`` checked against :class:`Role` (``invalid_request`` otherwise)."""
+    try:
+        return Role(role).value
+    except ValueError:
+        raise InvalidRequestError(
+            "role must be one of user, assistant, system, tool"
+        ) from None
+
+
 class Status(StrEnum):
     """Where a session is in its life."""
 

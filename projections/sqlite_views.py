@@ -113,7 +113,7 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
             try:
                 yield cursor
             except sqlite3.Error as error:
-                raise _persistence_error(error) from error
+                raise persistence_error(error) from error
             finally:
                 cursor.sqlite_cursor.close()  # ends the statement's read
 
@@ -130,7 +130,7 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
         )
 
 
-def _persistence_error(error: sqlite3.Error) -> PersistenceError:
+def persistence_error(error: sqlite3.Error) -> PersistenceError:
     """eventsourcing's error for a driver error (as its transactions raise)."""
     if isinstance(error, sqlite3.IntegrityError):
         return IntegrityError(error)

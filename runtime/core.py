@@ -209,7 +209,7 @@ class RuntimeCore:
         allow_expired: bool = False,
     ) -> dict[str, Any]:
         """:meth:`_row`'s checks on a row already read."""
-        if row is None or not (principal.admin or row["owner_id"] == principal.id):
+        if row is None or not principal.sees(row["owner_id"]):
             msg = f"session {session_id} not found"
             raise SessionNotFoundError(msg)
         if allow_expired:
@@ -405,7 +405,7 @@ def _seen_by(
     not found, before anything (deadlines included) can tell it exists."""
 
     def run(session: Session) -> Any:
-        if not (principal.admin or session.owner_id == principal.id):
+        if not principal.sees(session.owner_id):
             msg = f"session {session.id} not found"
             raise SessionNotFoundError(msg)
         return command(session)

@@ -12,5 +12,10 @@ class Principal:
     id: str
     admin: bool = False
 
+    def sees(self, owner_id: str) -> bool:
+        """Whether a session owned by ``owner_id`` is visible to this principal
+        (its own, or any for an admin)."""
+        return self.admin or owner_id == self.id
+
 
 LOCAL_PRINCIPAL = Principal("local")

@@ -12,7 +12,6 @@ from eventsourcing.persistence import (
     ConnectionPoolClosedError,
     ConnectionUnavailableError,
     IntegrityError,
-    PersistenceError,
 )
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
@@ -24,7 +23,7 @@ from eventsourcing.sqlite import (
 )
 
 from projections.sql import EVENTS_TABLE
-from projections.sqlite_views import SQLiteSessionViews
+from projections.sqlite_views import SQLiteSessionViews, persistence_error
 from runtime.errors import StorageUnavailableError
 from runtime.recording import SessionsRecorder
 from runtime.sqlite_cluster import SQLiteChangeSource, SQLiteLeaseStore
@@ -168,11 +167,7 @@ class SQLiteSessionsRecorder(SessionsRecorder, SQLiteApplicationRecorder):
         return lambda: ids
 
     def _translate(self, error: BaseException) -> BaseException:
-        if isinstance(error, sqlite3.IntegrityError):
-            return IntegrityError(error)
-        if isinstance(error, sqlite3.Error):
-            return PersistenceError(error)
-        return error
+        return persistence_error(error) if isinstance(error, sqlite3.Error) else error
 
 
 class DurableSQLiteFactory(SQLiteFactory):

@@ -30,6 +30,7 @@ message marked ``metadata.interrupted``; calls it asked for and never ran get an
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -597,17 +598,9 @@ class TurnLoop(MessageCalls):
     def _run_tool(
         self, call: ToolCall, allowed: Sequence[str], context: ToolContext
     ) -> ToolOutcome:
-        context = ToolContext(
-            runtime=context.runtime,
-            session_id=context.session_id,
-            principal=context.principal,
-            agent_id=context.agent_id,
-            attributes=context.attributes,
-            call_id=call.call_id,
-            cancelled=context.cancelled,
-            work_root=context.work_root,
+        return self.tools.call(
+            call, allowed, dataclasses.replace(context, call_id=call.call_id)
         )
-        return self.tools.call(call, allowed, context)
 
     def _completed(
         self,

@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aggregates.errors import InvalidRequestError
-from aggregates.values import Role
+from aggregates.values import role_value
 from runtime.agents import ToolSpec
 from runtime.core import AnyList
 from runtime.errors import ActorUnavailableError
@@ -207,12 +207,7 @@ class TurnCalls(TurnLoop):
         """The turn behind :meth:`stream`: waits for its place in the session's
         queue (by the concurrency policy), then runs."""
         row = self._row(session_id, principal)
-        try:
-            role = Role(role).value
-        except ValueError:
-            raise InvalidRequestError(
-                "role must be one of user, assistant, system, tool"
-            ) from None
+        role = role_value(role)
         if timeout is not None and not timeout > 0:
             raise InvalidRequestError("timeout must be a positive number of seconds")
         document = row["doc"]

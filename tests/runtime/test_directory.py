@@ -14,7 +14,7 @@ import pykka
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from runtime import Runtime, StorageUnavailableError
+from runtime import Runtime, SessionNotFoundError, StorageUnavailableError
 from runtime.actor import SessionActor
 from tests.conftest import RuntimeFactory
 from tests.support.database import write_lock_held
@@ -415,3 +415,16 @@ def test_stopping_an_actor_waits_for_the_command_lent_to_a_caller(
     assert census.most[session_id] == 1
     assert runtime.get(session_id)["attributes"] == {"a": True, "b": True}
     assert runtime.get(session_id)["offset"] == offset + 2
+
+
+def test_a_command_for_an_unknown_session_leaves_no_actor_behind(
+    runtime: Runtime,
+) -> None:
+    with pytest.raises(SessionNotFoundError):
+        runtime.append("no-such-session", "hello")
+
+    deadline = time.monotonic() + WAIT
+    while live_actors("no-such-session") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live_actors("no-such-session") == []
+    assert runtime.directory.live_count() == 0
