@@ -30,12 +30,20 @@ class Role(StrEnum):
 
 def role_value(role: Any) -> str:
     """``role`` checked against :class:`Role` (``invalid_request`` otherwise)."""
+    return _member(Role, role, "role")
+
+
+def concurrency_value(policy: Any) -> str:
+    """A concurrency policy checked against :class:`Concurrency`."""
+    return _member(Concurrency, policy, "concurrency")
+
+
+def _member(kind: type[StrEnum], value: Any, what: str) -> str:
     try:
-        return Role(role).value
+        return kind(value).value
     except ValueError:
-        raise InvalidRequestError(
-            "role must be one of user, assistant, system, tool"
-        ) from None
+        names = ", ".join(member.value for member in kind)
+        raise InvalidRequestError(f"{what} must be one of {names}") from None
 
 
 class Status(StrEnum):

@@ -17,9 +17,9 @@ from aggregates.errors import (
 )
 from aggregates.session import Session
 from aggregates.values import (
-    Concurrency,
     Scope,
     TimeoutPolicy,
+    concurrency_value,
     name_key,
     normalize_name,
     scope_key,
@@ -151,7 +151,7 @@ class SessionCalls(RuntimeCore):
             metadata=dict(metadata or {}),
             attributes=dict(attributes or {}),
             timeout=policy.as_dict(),
-            concurrency=_concurrency(concurrency),
+            concurrency=concurrency_value(concurrency),
         )
         try:
             self.app.save(session)
@@ -340,15 +340,6 @@ class SessionCalls(RuntimeCore):
             session_id, lambda s: s.rescope(timestamp=self.clock.now(), scope_key=key)
         )
         return self._document(session_id)
-
-
-def _concurrency(value: str) -> str:
-    try:
-        return Concurrency(value).value
-    except ValueError:
-        raise InvalidRequestError(
-            "concurrency must be one of enqueue, reject, interrupt"
-        ) from None
 
 
 def _encode_cursor(cursor: tuple[str, str] | None) -> str | None:

@@ -100,16 +100,6 @@ class Ticket:
     wake: Callable[[], None] = field(default=lambda: None)
 
 
-def check_policy(policy: str) -> str:
-    """A concurrency policy name, checked."""
-    try:
-        return Concurrency(policy).value
-    except ValueError:
-        raise InvalidRequestError(
-            "concurrency must be one of enqueue, reject, interrupt"
-        ) from None
-
-
 def check_disconnect_policy(policy: str) -> str:
     """A disconnect policy name (``cancel`` or ``continue``), checked."""
     if policy not in DISCONNECT_POLICIES:

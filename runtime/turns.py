@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from aggregates.errors import InvalidRequestError
-from aggregates.values import role_value
+from aggregates.values import concurrency_value, role_value
 from runtime.agents import ToolSpec
 from runtime.core import AnyList
 from runtime.errors import ActorUnavailableError
@@ -44,7 +44,6 @@ from runtime.turn_control import (
     DISCONNECTED,
     CancelToken,
     check_disconnect_policy,
-    check_policy,
 )
 from runtime.turn_loop import TurnLoop
 
@@ -213,7 +212,7 @@ class TurnCalls(TurnLoop):
         document = row["doc"]
         agent_id = document["agent_id"]
         agent = self.agents.get(agent_id) if role == "user" else None
-        policy = check_policy(concurrency or document["concurrency"])
+        policy = concurrency_value(concurrency or document["concurrency"])
         deadline = None if timeout is None else time.monotonic() + timeout
         queue = self.turn_queues.of(session_id)
         ticket = queue.enter(policy, token, deadline)
