@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runtime import Runtime, Settings
 from runtime.committer import GroupCommitter
 
 WAIT = 10.0
@@ -104,3 +105,35 @@ def test_a_write_that_breaks_a_constraint_fails_alone(store: KeyStore) -> None:
     assert sorted(store.stored()) == ["a", "b", "c", "d", "dup", "first"]
     # together first (refused by the clash), then each in its own savepoint
     assert store.calls == [1, 6, 1, 1, 1, 1, 1, 1]
+
+
+def test_sqlite_connections_keep_every_statement_prepared(tmp_path: Path) -> None:
+    """eventsourcing opens connections with ``cached_statements=True`` (a cache
+    of one); sessiond's pool keeps them all, so a write does not re-parse its
+    statements. SQLite calls a connection's authorizer only while it prepares
+    a statement, so the authorizer counts preparations."""
+    runtime = Runtime(Settings(db=str(tmp_path / "cache.db")))
+    try:
+        sid = runtime.create()["id"]
+        runtime.append(sid, "warm")
+        pool = runtime.app.recorder.datastore.pool  # type: ignore[attr-defined]
+        connections = [c._sqlite_conn for c in pool._pool]
+        assert connections
+        prepared: list[tuple[Any, ...]] = []
+
+        def authorize(*action: Any) -> int:
+            prepared.append(action)
+            return sqlite3.SQLITE_OK
+
+        for raw in connections:
+            raw.set_authorizer(authorize)  # (expires the statements once)
+        runtime.append(sid, "prepares again")
+        assert prepared  # the counter works
+        prepared.clear()
+
+        for _ in range(3):
+            runtime.append(sid, "again")
+
+        assert prepared == []
+    finally:
+        runtime.close()
