@@ -80,6 +80,8 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "provider_unavailable": 503,
     "provider_timeout": 504,
     "storage_unavailable": 503,
+    # out of space: nothing of the write was recorded; retry once space is freed
+    "storage_full": 507,
     "unavailable": 503,
     "timeout": 504,
 }

@@ -58,7 +58,7 @@ from runtime.errors import (
     NameTakenError,
     SessionExistsError,
     SessionNotFoundError,
-    StorageUnavailableError,
+    storage_error,
 )
 
 if TYPE_CHECKING:
@@ -315,11 +315,17 @@ class SessionActor(pykka.ThreadingActor):
                 logger.warning("snapshot failed", extra={"session_id": self.session_id})
 
     def _fail(self, error: PersistenceError) -> Any:
+        failure = storage_error(
+            error, "the store failed; the outcome of this write is unknown"
+        )
         logger.error(
             "storage error; stopping session actor",
-            extra={"session_id": self.session_id, "error": type(error).__name__},
+            extra={
+                "session_id": self.session_id,
+                "error": type(error).__name__,
+                "code": failure.code,
+            },
         )
         self._session = None
         self.actor_ref.stop(block=False)
-        msg = "the store failed; the outcome of this write is unknown"
-        raise StorageUnavailableError(msg) from error
+        raise failure from error

@@ -33,7 +33,7 @@ from runtime.core import (
 from runtime.errors import (
     NameTakenError,
     SessionExistsError,
-    StorageUnavailableError,
+    storage_error,
 )
 from runtime.principal import LOCAL_PRINCIPAL, Principal
 
@@ -158,8 +158,8 @@ class SessionCalls(RuntimeCore):
         except IntegrityError as error:
             return self._resolve_create_clash(error, session, principal, key)
         except PersistenceError as error:
-            raise StorageUnavailableError(
-                "the store failed to record the session"
+            raise storage_error(
+                error, "the store failed to record the session"
             ) from error
         return self._document(session.id), True
 

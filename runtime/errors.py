@@ -10,6 +10,7 @@
     ├── ConcurrencyConflictError    conflict       (another writer won; reloaded)
     ├── AgentNotFoundError          agent_not_found
     ├── StorageUnavailableError     storage_unavailable
+    │   └── StorageFullError        storage_full   (out of space; nothing written)
     ├── ActorUnavailableError       unavailable
     ├── SessionBusyError            busy            (concurrency reject)
     ├── TurnTimeoutError            timeout
@@ -27,6 +28,9 @@ with its code (a ``TurnFailedError`` reaches the caller).
 """
 
 from __future__ import annotations
+
+import errno
+import sqlite3
 
 from aggregates.errors import (
     CheckpointNotFoundError,
@@ -116,6 +120,48 @@ class StorageUnavailableError(RuntimeFault):
     """The store failed; whether the write landed is unknown (the actor restarts)."""
 
     code = "storage_unavailable"
+
+
+class StorageFullError(StorageUnavailableError):
+    """The disk or the database is full: the write was refused whole (SQLite
+    and PostgreSQL roll back a transaction that cannot get space), so nothing
+    of it was recorded and it may be retried once space is freed. Reads go on."""
+
+    code = "storage_full"
+
+
+POSTGRES_DISK_FULL = "53100"
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, says the store ran
+    out of space: SQLite's ``SQLITE_FULL`` ("database or disk is full", which
+    a full disk and ``max_page_count`` both give), PostgreSQL's ``disk_full``
+    (SQLSTATE 53100), or ``ENOSPC``."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == POSTGRES_DISK_FULL:
+            return True
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def storage_error(error: BaseException, detail: str) -> StorageUnavailableError:
+    """The runtime's error for a store operation that failed with ``error``:
+    :class:`StorageFullError` when the store is out of space, else
+    :class:`StorageUnavailableError` with ``detail``."""
+    if is_out_of_space(error):
+        return StorageFullError(
+            "the store is out of space; this write was not recorded "
+            "(retry once space is freed)"
+        )
+    return StorageUnavailableError(detail)
 
 
 class ActorUnavailableError(RuntimeFault):

@@ -80,6 +80,7 @@ STATUS_BY_NATIVE = {
     "payload_too_large": 413,
     "rate_limited": 429,
     "storage_unavailable": 503,
+    "storage_full": 507,
     "unavailable": 503,
     "timeout": 504,
 }
