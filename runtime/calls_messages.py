@@ -4,7 +4,7 @@ in :mod:`runtime.turns`)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -98,13 +98,17 @@ class MessageCalls(RuntimeCore):
         recorded: DocumentList | None = None,
         opens_turn: bool = False,
         principal: Principal | None = None,
+        then: Callable[[Session, dict[str, Any]], None] | None = None,
     ) -> tuple[int, bool, str]:
         """Append on the session's actor; returns (offset, whether it was a
         retry, the session it went to). ``recorded`` receives the new message's
         document, made from the very bytes the log stores, so that the caller
         need not read it back (reading after a write costs ~100 us: every write
         empties the other connections' page caches). With ``principal``, the
-        actor checks that it sees the session."""
+        actor checks that it sees the session. ``then`` runs in the same
+        command once the message is applied (not for a retry), with the
+        session and the message's document: what it applies is written in the
+        message's own transaction."""
         if attachments is not None and not isinstance(attachments, list):
             raise InvalidRequestError("attachments must be a list")
         if metadata is not None and not isinstance(metadata, Mapping):
@@ -134,10 +138,14 @@ class MessageCalls(RuntimeCore):
                 expected_offset=expected_offset,
                 opens_turn=opens_turn,
             )
-            if recorded is not None:
+            if recorded is not None or then is not None:
                 state = vars(session.pending_events[-1])
                 stored = orjson.loads(encode_state(state))  # as the log stores it
-                recorded.append(message_document(session.id, offset, stored))
+                document = message_document(session.id, offset, stored)
+                if recorded is not None:
+                    recorded.append(document)
+                if then is not None:
+                    then(session, document)
             return offset, False
 
         (offset, duplicate), session_id = self._execute_on(

@@ -31,19 +31,13 @@ message marked ``metadata.interrupted``; calls it asked for and never ran get an
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-
-import orjson
 
 from aggregates.errors import TurnOpenError
 from aggregates.session import Session
 from aggregates.values import TurnStatus
-from projections.codec import encode_state
-from projections.documents import message_document, stored_session_document
 from runtime.agents import (
     Agent,
     AgentOutput,
@@ -53,7 +47,6 @@ from runtime.agents import (
     ToolSpec,
     split_words,
 )
-from runtime.calls_messages import MessageCalls
 from runtime.commands import CommandResult, is_command
 from runtime.core import AnyList
 from runtime.errors import TurnFailedError, TurnTimeoutError
@@ -61,28 +54,19 @@ from runtime.principal import Principal
 from runtime.settings import ContextConfig
 from runtime.tools import ToolContext, ToolOutcome
 from runtime.turn_control import INTERRUPTED, TIMEOUT, CancelToken
+from runtime.turn_inline import FirstStep, InlineTurns
+from runtime.turn_recording import Reply, reply_of
 from runtime.turn_records import (
     TurnState,
     add_usage,
     read_turn,
-    tool_metadata,
-    unfinished_results,
 )
 from runtime.turn_step import StepFailed, StepStopped, calls_of, run_step
-
-logger = logging.getLogger(__name__)
 
 RESTART = "restart"
 AGENT_UNAVAILABLE = "agent_unavailable"
 MAX_STEPS = "max_steps"
 TURN_READ_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class _Reply:
-    content: str
-    metadata: Mapping[str, Any]
-    usage: Mapping[str, int] | None
 
 
 def command_outputs(result: CommandResult) -> Iterator[AgentOutput]:
@@ -114,197 +98,9 @@ class _CommandAgent:
         yield from command_outputs(self.result)
 
 
-class TurnLoop(MessageCalls):
+class TurnLoop(InlineTurns):
     """The turn machinery behind ``Runtime.send``, ``stream``, ``submit`` and
     ``resume_turns``."""
-
-    # --- recording
-
-    def _emit(self, state: TurnState, event: dict[str, Any]) -> dict[str, Any]:
-        """Publish a turn event live to the session's tails; returns it."""
-        bus = self.app.bus
-        if bus.has_subscribers(state.session_id):
-            bus.publish(state.session_id, {"type": "delta", "event": event})
-        return event
-
-    def _emitting(
-        self, state: TurnState, inner: Generator[dict[str, Any], None, FinalMessage]
-    ) -> Generator[dict[str, Any], None, FinalMessage]:
-        try:
-            while True:
-                try:
-                    event = next(inner)
-                except StopIteration as stop:
-                    final: FinalMessage = stop.value
-                    return final
-                yield self._emit(state, event)
-        finally:
-            inner.close()
-
-    def _record(
-        self,
-        state: TurnState,
-        content: str,
-        *,
-        role: str,
-        author_id: str | None,
-        metadata: Mapping[str, Any],
-        usage: Mapping[str, int] | None,
-        reply_to: int,
-    ) -> dict[str, Any]:
-        recorded: list[dict[str, Any]] = []
-        _, _, state.session_id = self._append(
-            state.session_id,
-            content,
-            role=role,
-            author_id=author_id,
-            attachments=None,
-            metadata=metadata,
-            usage=dict(usage) if usage else None,
-            idempotency_key=None,
-            expected_offset=None,
-            reply_to=reply_to,
-            recorded=recorded,
-        )
-        return recorded[-1]
-
-    def _record_result(
-        self,
-        state: TurnState,
-        call: ToolCall,
-        status: str,
-        content: str,
-        duration_ms: int = 0,
-    ) -> Iterator[dict[str, Any]]:
-        """Record one call's result and yield its ``tool_result`` event."""
-        assert state.last_step is not None
-        message = self._record(
-            state,
-            content,
-            role="tool",
-            author_id=call.name,
-            metadata=tool_metadata(call, status),
-            usage=None,
-            reply_to=state.last_step["offset"],
-        )
-        state.answered(call, status, content, duration_ms)
-        self.turn_metrics.count_tool_call(call.name, status)
-        yield self._emit(
-            state,
-            {
-                "type": "tool_result",
-                "id": call.call_id,
-                "name": call.name,
-                "status": status,
-                "content": content,
-                "message": message,
-            },
-        )
-
-    def _settle_calls(
-        self, state: TurnState, reason: str, *, crashed: bool
-    ) -> Iterator[dict[str, Any]]:
-        """Record a result for every call of the last step left without one."""
-        for call, status, content in unfinished_results(
-            list(state.unanswered), reason, crashed=crashed
-        ):
-            yield from self._record_result(state, call, status, content)
-
-    def _finish(
-        self,
-        state: TurnState,
-        agent_id: str,
-        *,
-        status: str,
-        stop_reason: str | None = None,
-        error_code: str | None = None,
-        reply: _Reply | None = None,
-        reply_offset: int | None = None,
-    ) -> dict[str, Any] | None:
-        """Record the final answer (if any) and ``turn_ended`` in one write;
-        returns the answer's document."""
-        message_id = self._new_id()
-        recorded: list[dict[str, Any]] = []
-        documents: list[dict[str, Any]] = []
-        turn_session = state.session_id
-
-        def command(session: Session) -> int | None:
-            offset = reply_offset
-            now = self.clock.now()
-            if reply is not None:
-                offset = session.append_message(
-                    timestamp=now,
-                    message_id=message_id,
-                    role="assistant",
-                    content=reply.content,
-                    author_id=agent_id,
-                    metadata=dict(reply.metadata) or None,
-                    usage=dict(reply.usage) if reply.usage else None,
-                    reply_to=state.turn_offset,
-                )
-                stored = orjson.loads(encode_state(vars(session.pending_events[-1])))
-                recorded.append(message_document(session.id, offset, stored))
-            # After a reset the answer follows the conversation to the successor;
-            # the turn belongs to the session that opened it.
-            if (
-                session.id == turn_session
-                and session.pending_turn() == state.turn_offset
-            ):
-                session.end_turn(
-                    timestamp=now,
-                    turn_offset=state.turn_offset,
-                    status=status,
-                    stop_reason=stop_reason,
-                    error_code=error_code,
-                    usage=dict(state.usage),
-                    steps=state.steps,
-                    tool_calls=len(state.tool_calls),
-                    reply_offset=offset,
-                )
-            documents.append(stored_session_document(session))
-            return offset
-
-        offset, state.session_id = self._execute_on(state.session_id, command)
-        if documents and documents[-1]["id"] == state.session_id:
-            state.session = documents[-1]
-        self.turn_metrics.count_turn(agent_id, status)
-        logger.info(
-            "turn ended",
-            extra={
-                "session_id": turn_session,
-                "turn_offset": state.turn_offset,
-                "status": status,
-                "error_code": error_code,
-                "steps": state.steps,
-            },
-        )
-        if recorded:
-            return recorded[-1]
-        if offset is None:
-            return None
-        return self.views.message_at(state.session_id, offset)
-
-    def _done(
-        self,
-        state: TurnState,
-        reply: dict[str, Any] | None,
-        *,
-        status: str = TurnStatus.COMPLETED.value,
-        stop_reason: str | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "type": "done",
-            "user_message": state.user_message,
-            "reply": reply,
-            "tool_calls": list(state.tool_calls),
-            "usage": dict(state.usage),
-            "steps": state.steps,
-            "status": status,
-            "stop_reason": stop_reason,
-            "session": self._decorate(state.session)
-            if state.session is not None and state.session["id"] == state.session_id
-            else self._document(state.session_id),
-        }
 
     # --- reading
 
@@ -357,6 +153,7 @@ class TurnLoop(MessageCalls):
         expected_offset: int | None,
         opens_turn: bool,
         recorded: list[dict[str, Any]],
+        then: Callable[[Session, dict[str, Any]], None] | None = None,
     ) -> tuple[int, bool, str]:
         """Record the message that opens the turn (its document into
         ``recorded``); a turn a crash left open is closed first (the session's
@@ -376,6 +173,7 @@ class TurnLoop(MessageCalls):
                     reply_to=None,
                     opens_turn=opens_turn,
                     recorded=recorded,
+                    then=then,
                 )
             except TurnOpenError as error:
                 self._close_stale(session_id, error.turn_offset)
@@ -400,6 +198,13 @@ class TurnLoop(MessageCalls):
     ) -> Iterator[dict[str, Any]]:
         """The turn once the session's queue let it in."""
         recorded: list[dict[str, Any]] = []
+        first: list[FirstStep] = []
+        then = (
+            self._first_step(agent_id, agent, token, deadline, first)
+            if agent is not None
+            and self._runs_inline(session_id, agent_id, agent, content)
+            else None
+        )
         offset, duplicate, session_id = self._open_message(
             session_id,
             content,
@@ -411,6 +216,7 @@ class TurnLoop(MessageCalls):
             expected_offset=expected_offset,
             opens_turn=agent is not None,
             recorded=recorded,
+            then=then,
         )
         user_message = (
             recorded[-1]
@@ -420,8 +226,20 @@ class TurnLoop(MessageCalls):
             and recorded[-1]["offset"] == offset
             else self.views.message_at(session_id, offset)
         )
-        state = TurnState(session_id, offset, user_message)
+        step = (
+            first[-1]
+            if first and not duplicate and first[-1].user_message is user_message
+            else None
+        )
+        state = (
+            step.state
+            if step is not None and step.state is not None
+            else TurnState(session_id, offset, user_message)
+        )
         yield self._emit(state, {"type": "message_start", "user_message": user_message})
+        if step is not None and step.state is not None:
+            yield from self._answered(step, agent_id)
+            return
         if duplicate:
             yield self._emit(state, self._recorded_done(state))
             return
@@ -434,7 +252,9 @@ class TurnLoop(MessageCalls):
                 state, agent_id, command, principal, token, deadline, command=command
             )
             return
-        yield from self._loop(state, agent_id, agent, principal, token, deadline)
+        yield from self._loop(
+            state, agent_id, agent, principal, token, deadline, first=step
+        )
 
     def _recorded_done(self, state: TurnState) -> dict[str, Any]:
         """A retry's answer: the first turn's result, from the log."""
@@ -473,11 +293,13 @@ class TurnLoop(MessageCalls):
         deadline: float | None,
         *,
         command: _CommandAgent | None = None,
+        first: FirstStep | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Run the turn's steps to its end, recording every outcome."""
+        """Run the turn's steps to its end, recording every outcome (``first``:
+        the first step already ran, see :meth:`_first_step`)."""
         try:
             yield from self._steps(
-                state, agent_id, agent, principal, token, deadline, command
+                state, agent_id, agent, principal, token, deadline, command, first
             )
         except StepStopped as stop:
             yield from self._stopped(state, agent_id, stop)
@@ -497,6 +319,7 @@ class TurnLoop(MessageCalls):
         token: CancelToken,
         deadline: float | None,
         command: _CommandAgent | None,
+        first: FirstStep | None = None,
     ) -> Iterator[dict[str, Any]]:
         config = self.agents.config(agent_id)
         allowed = () if command is not None else config.tools
@@ -505,15 +328,17 @@ class TurnLoop(MessageCalls):
             if state.steps >= config.max_steps and command is None:
                 yield from self._max_steps(state, agent_id)
                 return
-            self._check(token, deadline)
-            history = (
-                []
-                if command is not None
-                else self._agent_history(state, agent_id, principal, agent)
-            )
-            final = yield from self._emitting(
-                state, run_step(agent, history, specs, token, deadline)
-            )
+            if first is not None:
+                running, first = first.replay(), None
+            else:
+                self._check(token, deadline)
+                history = (
+                    []
+                    if command is not None
+                    else self._agent_history(state, agent_id, principal, agent)
+                )
+                running = run_step(agent, history, specs, token, deadline)
+            final = yield from self._emitting(state, running)
             state.steps += final.steps
             add_usage(state.usage, final.usage)
             self.turn_metrics.count_tokens(agent_id, final.usage)
@@ -610,15 +435,12 @@ class TurnLoop(MessageCalls):
         command: _CommandAgent | None,
         principal: Principal,
     ) -> Iterator[dict[str, Any]]:
-        metadata = dict(final.metadata)
-        if command is None:
-            metadata.setdefault("stop_reason", final.stop_reason)
         reply = self._finish(
             state,
             agent_id,
             status=TurnStatus.COMPLETED.value,
             stop_reason=final.stop_reason,
-            reply=_Reply(final.content, metadata, final.usage),
+            reply=reply_of(final, command=command is not None),
         )
         if command is not None and command.result is not None and command.result.reset:
             # The answer stays with the session it speaks of; the conversation
@@ -626,16 +448,7 @@ class TurnLoop(MessageCalls):
             state.session_id = self.api.reset(state.session_id, principal=principal)[
                 "id"
             ]
-        yield self._emit(
-            state,
-            {
-                "type": "message_delta",
-                "stop_reason": final.stop_reason,
-                "usage": dict(final.usage),
-            },
-        )
-        yield self._emit(state, {"type": "message_stop", "message": reply})
-        yield self._emit(state, self._done(state, reply, stop_reason=final.stop_reason))
+        yield from self._answer_events(state, final, reply)
 
     def _max_steps(self, state: TurnState, agent_id: str) -> Iterator[dict[str, Any]]:
         yield from self._settle_calls(state, MAX_STEPS, crashed=False)
@@ -660,7 +473,7 @@ class TurnLoop(MessageCalls):
         )
         yield from self._settle_calls(state, stop.reason, crashed=False)
         partial = (
-            _Reply(stop.partial, {"interrupted": True, "stop_reason": status}, None)
+            Reply(stop.partial, {"interrupted": True, "stop_reason": status}, None)
             if stop.partial
             else None
         )

@@ -988,13 +988,15 @@ def test_rehydration_from_a_snapshot_and_tail_is_correct(
     runtime = runtime_factory(snapshot_interval=5)
     session_id = runtime.create()["id"]
     for i in range(6):
-        # offsets 2..19: message, then reply and turn_ended in one write
+        # offsets 2..19: echo's turns are one write each (message, reply,
+        # turn_ended), so a snapshot is taken at the end of the write that
+        # crosses each multiple of 5
         runtime.send(session_id, f"m{i}")
     checkpoint = runtime.checkpoint_save(session_id, "cp")  # 20
     runtime.rewind(session_id, 8)  # 21
     runtime.append(session_id, "tail")  # 22
     snapshots = list(runtime.app.snapshots.get(session_id))  # type: ignore[union-attr]
-    assert [s.originator_version for s in snapshots] == [5, 10, 16, 20]
+    assert [s.originator_version for s in snapshots] == [7, 10, 16, 20]
 
     runtime.directory.passivate(session_id)
     message = runtime.append(session_id, "after")

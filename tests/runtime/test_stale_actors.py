@@ -148,3 +148,24 @@ def test_two_supervisors_ticking_at_once_expire_a_session_exactly_once(
     assert kinds.count("expiry_warned") <= 1
     assert first.views.due(clock.now(), 10) == []
     assert first.views.session_row(session_id)["doc"]["status"] == "expired"  # type: ignore[index]
+
+
+def test_a_one_write_turn_on_a_stale_actor_is_decided_again_on_the_log(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    first, second = pair
+    session_id = stale_session(pair)  # echo: its turns are one write each
+    conflicts = first.metrics()["conflict_retries"]
+
+    result = first.send(session_id, "hello")
+
+    # The stale actor's write lost to the log; the command (with the turn's
+    # step inside it) ran again on the reloaded session and wrote once.
+    assert first.metrics()["conflict_retries"] == conflicts + 1
+    assert result["user_message"]["offset"] == 4
+    assert result["reply"]["offset"] == 5
+    assert result["reply"]["content"] == "hello"
+    db = first.settings.db
+    assert log_rows(db, session_id) == [1, 2, 3, 4, 5, 6]
+    contents = [m["content"] for m in second.messages(session_id)]
+    assert contents == ["a", "b", "hello", "hello"]

@@ -450,3 +450,149 @@ def test_a_first_step_with_history_limit_one_gets_the_turns_own_message(
     runtime.send(sid, "second")
 
     assert agent.seen == [["first"], ["second"]]
+
+
+# --- one-write turns: an inline agent's first step runs in its message's command
+
+
+class InlineOne(InlineAgent):
+    """An inline agent that needs only the turn's own message: its first step
+    runs inside the command that records that message."""
+
+    history_limit = 1
+
+
+def writes(rt: Runtime) -> int:
+    return rt.metrics()["committed_writes"]
+
+
+TURN_EVENTS = [
+    "message_start",
+    "content_block_start",
+    "text_delta",
+    "text_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "done",
+]
+
+
+def test_an_inline_turn_is_one_write(rt: Runtime) -> None:
+    sid = use(rt, InlineOne([*text("one ", "two"), final("one two")]), tools=())
+    before = writes(rt)
+
+    events = list(rt.stream(sid, "hi"))
+
+    assert writes(rt) == before + 1  # message, answer and turn_ended together
+    assert [e["type"] for e in events] == TURN_EVENTS
+    done = events[-1]
+    assert done["reply"]["content"] == "one two"
+    assert done["user_message"]["offset"] + 1 == done["reply"]["offset"]
+    assert (done["steps"], done["status"]) == (1, "completed")
+    assert done["session"]["message_count"] == 2
+    assert [e["type"] for e in log(rt, sid)[-3:]] == [
+        "message_appended",
+        "message_appended",
+        "turn_ended",
+    ]
+
+
+def test_an_inline_turn_watched_live_records_its_message_first(rt: Runtime) -> None:
+    sid = use(rt, InlineOne([*text("one ", "two"), final("one two")]), tools=())
+    seen: list[dict[str, Any]] = []
+    unsubscribe = rt.app.bus.subscribe(sid, seen.append)  # what a live tail gets
+    try:
+        before = writes(rt)
+        events = list(rt.stream(sid, "hi"))
+    finally:
+        unsubscribe()
+
+    assert writes(rt) == before + 2  # the message, then the answer
+    assert [e["type"] for e in events] == TURN_EVENTS
+    kinds = [item["event"]["type"] for item in seen]
+    # live: the deltas come before the answer's events, as the turn happened
+    assert kinds.index("text_delta") < kinds.index("turn_ended")
+    assert kinds.index("message_appended") < kinds.index("text_delta")
+
+
+def test_an_inline_first_step_that_fails_runs_once_and_keeps_the_message(
+    rt: Runtime,
+) -> None:
+    agent = InlineOne([*text("partial "), ProviderDown("upstream 500")])
+    sid = use(rt, agent, tools=())
+    before = writes(rt)
+
+    with pytest.raises(TurnFailedError) as failed:
+        rt.send(sid, "hello")
+
+    assert failed.value.code == "provider_error"
+    assert agent.calls == 1
+    assert writes(rt) == before + 2  # the message alone, then the failure
+    message, ended = log(rt, sid)[-2:]
+    assert (message["type"], message["data"]["content"]) == (
+        "message_appended",
+        "hello",
+    )
+    assert (ended["type"], ended["data"]["status"]) == ("turn_ended", "failed")
+
+
+def test_an_inline_first_step_that_asks_for_tools_goes_on_from_its_answer(
+    rt: Runtime,
+) -> None:
+    agent = InlineOne(
+        [calls(("c1", "add", '{"a": 2, "b": 3}'))],
+        [final("five")],
+    )
+    sid = use(rt, agent, tools=("add",))
+
+    result = rt.send(sid, "add them")
+
+    assert agent.calls == 2  # the first step was not run again
+    assert agent.tool_names[0] == ["add"]
+    assert result["reply"]["content"] == "five"
+    assert [c["result"] for c in result["tool_calls"]] == ["5"]
+    assert result["steps"] == 2
+    assert [e["type"] for e in log(rt, sid)[-5:]] == [
+        *["message_appended"] * 4,  # asked, the step, the tool's result, answer
+        "turn_ended",
+    ]
+
+
+def test_an_inline_first_step_cancelled_keeps_what_it_said(rt: Runtime) -> None:
+    token = CancelToken()
+
+    def cancel_after_first(history: Any, tools: Any) -> Any:
+        def outputs() -> Iterator[Any]:
+            yield from text("kept ")
+            token.cancel()
+            yield final("never produced")
+
+        return outputs()
+
+    agent = InlineOne(cancel_after_first)
+    sid = use(rt, agent, tools=())
+
+    events = list(rt.stream(sid, "hi", cancel=token))
+
+    assert agent.calls == 1
+    assert [e["text"] for e in events if e["type"] == "text_delta"] == ["kept "]
+    ended = log(rt, sid)[-1]
+    assert (ended["type"], ended["data"]["status"]) == ("turn_ended", "cancelled")
+    assert "never produced" not in str(log(rt, sid))
+
+
+def test_a_retried_inline_turn_answers_the_first_result_and_writes_nothing(
+    rt: Runtime,
+) -> None:
+    agent = InlineOne([*text("one"), final("one")])
+    sid = use(rt, agent, tools=())
+    first = rt.send(sid, "hi", idempotency_key="k1")
+    before = writes(rt)
+
+    again = rt.send(sid, "hi", idempotency_key="k1")
+
+    assert writes(rt) == before
+    assert agent.calls == 1
+    assert again["reply"] == first["reply"]
+    assert again["user_message"] == first["user_message"]
