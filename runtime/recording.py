@@ -165,6 +165,7 @@ class SessionsRecorder:
             return
         now_ms = int(self.clock.now().timestamp() * 1000)
         by_id = {s.id: s for s in sessions}
+        # (decoded only for the sessions with a webhook: a batch holds others')
         documents = [
             (
                 str(stored.originator_id),
@@ -173,12 +174,11 @@ class SessionsRecorder:
                 ),
             )
             for stored in stored_events
+            if targets.get(str(stored.originator_id))
         ]
         rows = []
         for session_id, document in documents:
-            hooks = targets.get(session_id)
-            if not hooks:
-                continue
+            hooks = targets[session_id]
             kind = document["type"]
             native = orjson.dumps({"session_id": session_id, "event": document})
             for hook in hooks:
