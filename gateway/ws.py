@@ -10,7 +10,8 @@ problem response when the server supports the denial extension, else close code
 The client sends ``{"type": "message", "content": "...", "role"?, "attachments"?,
 "metadata"?, "idempotency_key"?, "expected_offset"?}``; the server answers
 ``{"type": "accepted", "message": {...}}`` once the message is durable (the
-reply follows on the tail), or ``{"type": "error", "error": <problem>}``.
+reply comes on the tail, which does not wait for this answer: a fast turn's
+items may arrive first), or ``{"type": "error", "error": <problem>}``.
 ``{"type": "ping"}`` is answered with ``{"type": "pong"}``. When the socket
 closes, the turns it started follow the server's disconnect policy
 (``on_disconnect``): ``continue`` (default) or ``cancel``.

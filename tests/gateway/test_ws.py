@@ -34,10 +34,12 @@ def test_a_message_sent_on_the_socket_is_accepted_and_its_turn_streams_back(
             orjson.dumps({"type": "message", "content": "over the socket"}).decode()
         )
         items: list[dict[str, Any]] = []
+        # The answer and the turn's items travel apart: wait for both.
         while not (
-            items
-            and items[-1]["type"] == "delta"
-            and items[-1]["event"]["type"] == "done"
+            any(i["type"] == "accepted" for i in items)
+            and any(
+                i["type"] == "delta" and i["event"]["type"] == "done" for i in items
+            )
         ):
             items.append(receive(ws))
     accepted = [i for i in items if i["type"] == "accepted"]
