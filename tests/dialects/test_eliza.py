@@ -506,11 +506,15 @@ def test_an_expired_session_answers_410_on_every_call_until_deleted(
 
 
 def test_heartbeats_keep_an_auto_renewing_session_alive(fast: httpx.Client) -> None:
-    info = create(fast, timeoutConfig={"timeoutMinutes": 5})
+    # 15 scaled minutes are 1.5 s: a heartbeat may lag that long on a loaded
+    # machine (5 minutes, 0.5 s, once expired a session in CI between two
+    # heartbeats). Without heartbeats it would expire well within the loop.
+    info = create(fast, timeoutConfig={"timeoutMinutes": 15})
     sid = info["sessionId"]
     started = time.monotonic()
-    while time.monotonic() - started < 1.5:  # three timeouts of scaled time
+    while time.monotonic() - started < 4.0:  # over two and a half timeouts
         assert fast.post(f"{BASE}/{sid}/heartbeat").status_code == 200
+        time.sleep(0.05)
     assert fast.get(f"{BASE}/{sid}").status_code == 200
 
 
