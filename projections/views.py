@@ -258,7 +258,9 @@ class SessionViews(LogReads, WebhookOutbox):
     # --- the session index
 
     def session_row(self, session_id: str) -> dict[str, Any] | None:
-        """Owner, spans and document of one session, or ``None``."""
+        """Owner, spans and document of one session, or ``None``; its ``token``
+        is the row's stored bytes, which change with every event the session
+        records (its document holds the session's offset)."""
         with self.reading() as c:
             return self._session_row(c, session_id)
 
@@ -276,6 +278,7 @@ class SessionViews(LogReads, WebhookOutbox):
             "owner_id": row[0],
             "spans": orjson.loads(row[1]),
             "doc": orjson.loads(row[2]),
+            "token": bytes(row[1]) + bytes(row[2]),  # (spans end where "]" does)
         }
 
     def session_history(

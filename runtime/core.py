@@ -34,6 +34,7 @@ from runtime.errors import (
     SessionNotFoundError,
 )
 from runtime.feed import ChangeFeed
+from runtime.history_cache import HistoryPageCache
 from runtime.lease import LeaseKeeper, node_id
 from runtime.persistence import SessionsRecorder
 from runtime.principal import Principal
@@ -85,6 +86,7 @@ class RuntimeCore:
         self.clock = PinnedClock(self.settings.clock)
         self.app = Sessions(self.settings)
         self.views = self.app.views
+        self.history_cache = HistoryPageCache(self.settings.history_cache_bytes)
         self.agents = AgentRegistry(self.settings.agents)
         self.commands = ChatCommands(self.api)
         self.directory = ActorDirectory(

@@ -369,6 +369,9 @@ class Settings:
     agents: Mapping[str, AgentConfig] = field(default_factory=_default_agents)
     timeout_limits: TimeoutLimits = field(default_factory=TimeoutLimits)
     max_live_actors: int = 1024
+    history_cache_bytes: int = 32 * 2**20
+    """Memory for pages of history kept between reads (0: none kept); see
+    :mod:`runtime.history_cache`."""
     actor_idle_seconds: float = 300.0
     actor_timeout: float = 30.0
     snapshot_interval: int = 100
@@ -436,6 +439,7 @@ class Settings:
             ("port", "SESSIOND_PORT", int),
             ("log_level", "SESSIOND_LOG_LEVEL", str),
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
+            ("history_cache_bytes", "SESSIOND_HISTORY_CACHE_BYTES", int),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
             ("lease_seconds", "SESSIOND_LEASE_SECONDS", float),
@@ -575,6 +579,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         "port",
         "log_level",
         "max_live_actors",
+        "history_cache_bytes",
         "on_disconnect",
         "work_root",
     ):
