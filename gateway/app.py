@@ -28,7 +28,6 @@ from gateway.context import Gateway
 from gateway.dialects import ROUTES as DIALECT_ROUTES
 from gateway.dialects import WEBHOOK_FORMATS as DIALECT_WEBHOOK_FORMATS
 from gateway.errors import EXCEPTION_HANDLERS, CatchAllMiddleware
-from gateway.idempotency import IdempotencyCache
 from gateway.limits import BodyLimitMiddleware, Limits, StreamSlots
 from gateway.metrics import HttpMetrics, MetricsMiddleware
 from gateway.routes import ROUTES
@@ -68,7 +67,6 @@ def create_app(
             runtime=active,
             limits=limits,
             metrics=metrics,
-            idempotency=IdempotencyCache(limits.idempotency_entries),
             streams=StreamSlots(limits.max_streams_per_principal),
             loop=asyncio.get_running_loop(),
         )

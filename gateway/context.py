@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway.auth import principal_of
 from gateway.codec import JSONResponse, parse_offset_text, read_body
 from gateway.errors import GatewayError
-from gateway.idempotency import KEY_HEADER, IdempotencyCache, check_key, fingerprint
+from gateway.idempotency import KEY_HEADER, IdempotentWrites, check_key, fingerprint
 from gateway.limits import Limits, StreamSlots
 from gateway.metrics import HttpMetrics
 from runtime import AsyncRuntime, Principal, Runtime
@@ -29,16 +29,18 @@ class Gateway:
     runtime: Runtime
     limits: Limits
     metrics: HttpMetrics
-    idempotency: IdempotencyCache
     streams: StreamSlots
     # set when the server begins to shut down: open streams end
     draining: asyncio.Event = field(default_factory=asyncio.Event)
     # the runtime's coroutine API (every call hops to a worker thread)
     aruntime: AsyncRuntime = field(init=False)
+    # Idempotency-Key on writes other than messages (durable request keys)
+    idempotency: IdempotentWrites = field(init=False)
     loop: asyncio.AbstractEventLoop | None = None
 
     def __post_init__(self) -> None:
         self.aruntime = AsyncRuntime(self.runtime)
+        self.idempotency = IdempotentWrites(self.aruntime)
 
     def drain(self) -> None:
         """End open streams (callable from any thread, e.g. a signal handler)."""
@@ -134,7 +136,7 @@ async def idempotent(
     print_ = fingerprint(
         request.method, request.url.path + "?" + request.url.query, body
     )
-    return await gateway.idempotency.run(principal.id, key, print_, call)
+    return await gateway.idempotency.run(principal, key, print_, call)
 
 
 def json(

@@ -68,6 +68,7 @@ STATUS_BY_CODE: Mapping[str, int] = {
     "unsupported_media_type": 415,
     "renewal_refused": 422,
     "idempotency_key_reused": 422,
+    "idempotency_key_in_use": 409,
     "rate_limited": 429,
     # the server
     "internal_error": 500,

@@ -33,8 +33,6 @@ class Limits:
     # SSE comment pings and the authorisation re-check of open streams
     ping_seconds: float = 15.0
     max_streams_per_principal: int = 64
-    # Idempotency-Key replays remembered per principal (non-message writes)
-    idempotency_entries: int = 1024
     # failed authentications tolerated per client address and minute
     auth_failures_per_minute: int = 60
     # the longest a blocking message call may wait for its reply

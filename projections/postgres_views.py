@@ -18,6 +18,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL
 
+from projections.request_keys import POSTGRES_REQUEST_KEYS_DDL
 from projections.sql import TRACKING_TABLE
 from projections.views import SESSION_GONE, SessionViews
 
@@ -102,7 +103,9 @@ class PostgresSessionViews(SessionViews, PostgresTrackingRecorder):
 
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, tracking_table_name=TRACKING_TABLE)
-        self.sql_create_statements.extend(SQL(s).format() for s in POSTGRES_VIEWS_DDL)
+        self.sql_create_statements.extend(
+            SQL(s).format() for s in (*POSTGRES_VIEWS_DDL, *POSTGRES_REQUEST_KEYS_DDL)
+        )
 
     def q(self, statement: str) -> str:
         """The statement with psycopg placeholders."""

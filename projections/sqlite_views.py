@@ -15,6 +15,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.sqlite import SQLiteTrackingRecorder
 
+from projections.request_keys import SQLITE_REQUEST_KEYS_DDL
 from projections.views import SESSION_GONE, SessionViews
 
 if TYPE_CHECKING:
@@ -84,7 +85,11 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         """The tracking table plus the views' tables and indexes."""
-        return [*super().construct_create_table_statements(), *SQLITE_VIEWS_DDL]
+        return [
+            *super().construct_create_table_statements(),
+            *SQLITE_VIEWS_DDL,
+            *SQLITE_REQUEST_KEYS_DDL,
+        ]
 
     def q(self, statement: str) -> str:
         """SQLite speaks ``?`` placeholders as written."""

@@ -32,6 +32,7 @@ from aggregates.values import name_key
 from projections.documents import session_document
 from projections.log_reads import OPEN_END, LogReads
 from projections.outbox import WebhookOutbox
+from projections.request_keys import RequestKeys
 from projections.sql import (
     APPLICATION_NAME,
     EVENTS_TABLE,
@@ -151,7 +152,7 @@ def schedule_rows(
     return scheduled, unscheduled
 
 
-class SessionViews(LogReads, WebhookOutbox):
+class SessionViews(LogReads, WebhookOutbox, RequestKeys):
     """The session index, schedule, history and webhook outbox, in any dialect."""
 
     if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from runtime.async_facade import AsyncRuntime
 from runtime.calls_branches import BranchCalls, checkpoint_document
 from runtime.calls_context import ContextCalls
 from runtime.calls_lifecycle import LifecycleCalls
+from runtime.calls_requests import RequestCalls
 from runtime.calls_sessions import SessionCalls
 from runtime.principal import LOCAL_PRINCIPAL, Principal
 from runtime.turns import TurnCalls
@@ -30,12 +31,15 @@ __all__ = [
 ]
 
 
-class Runtime(SessionCalls, TurnCalls, BranchCalls, LifecycleCalls, ContextCalls):
+class Runtime(
+    SessionCalls, TurnCalls, BranchCalls, LifecycleCalls, ContextCalls, RequestCalls
+):
     """The synchronous in-process API; thread-safe. Use as a context manager, or
     call :meth:`close`.
 
     Its calls are grouped by subject in :mod:`runtime.calls_sessions`,
     :mod:`runtime.calls_messages`, :mod:`runtime.calls_branches`,
-    :mod:`runtime.calls_lifecycle`, :mod:`runtime.calls_context` and
+    :mod:`runtime.calls_lifecycle`, :mod:`runtime.calls_context`,
+    :mod:`runtime.calls_requests` and
     :mod:`runtime.turns`, on the shared :mod:`runtime.core`.
     """

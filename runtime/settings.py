@@ -370,6 +370,11 @@ class Settings:
     timeout_limits: TimeoutLimits = field(default_factory=TimeoutLimits)
     max_live_actors: int = 1024
     history_cache_bytes: int = 32 * 2**20
+    request_key_hours: float = 24.0
+    """How long an ``Idempotency-Key`` of a write other than a message is kept."""
+    request_claim_seconds: float = 60.0
+    """How long a claimed key that was never completed (its process died) holds
+    off a retry before the retry may run it."""
     """Memory for pages of history kept between reads (0: none kept); see
     :mod:`runtime.history_cache`."""
     actor_idle_seconds: float = 300.0
@@ -440,6 +445,8 @@ class Settings:
             ("log_level", "SESSIOND_LOG_LEVEL", str),
             ("max_live_actors", "SESSIOND_MAX_LIVE_ACTORS", int),
             ("history_cache_bytes", "SESSIOND_HISTORY_CACHE_BYTES", int),
+            ("request_key_hours", "SESSIOND_REQUEST_KEY_HOURS", float),
+            ("request_claim_seconds", "SESSIOND_REQUEST_CLAIM_SECONDS", float),
             ("actor_idle_seconds", "SESSIOND_ACTOR_IDLE_SECONDS", float),
             ("supervisor_interval", "SESSIOND_SUPERVISOR_INTERVAL", float),
             ("lease_seconds", "SESSIOND_LEASE_SECONDS", float),

@@ -29,6 +29,7 @@ TABLES = (
     "leases",
     "webhook_outbox",
     "webhook_attempts",
+    "request_keys",
 )
 SMALL_POOL = {"postgres_pool_size": 1, "postgres_max_overflow": 6}
 """Pool settings for test runtimes: many helpers share one server's
