@@ -82,6 +82,13 @@ _UPSERT_INDEX = (
     "ON CONFLICT (session_id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in INDEX_COLUMNS[1:])
 )
+_INSERT_INDEX = (
+    f"INSERT INTO session_index ({','.join(INDEX_COLUMNS)}) "
+    f"VALUES ({','.join('?' * len(INDEX_COLUMNS))})"
+)
+"""A new session's row: refused when the id is taken, so that a session whose
+log starts past offset 1 (a fork) can never be written into another's log, nor
+another into its."""
 # What a session's later events can change. An UPDATE that names an indexed
 # column rewrites that index's entry even when the value is the same (SQLite: one
 # more WAL page per write for the owner index alone), so the columns fixed when
@@ -183,7 +190,9 @@ class SessionViews(LogReads, WebhookOutbox, RequestKeys):
         With ``new_ids`` (the sessions this write opens), every other session
         must already have its row: a session purged meanwhile (by another
         process, whose actor held stale state) raises ``IntegrityError``
-        (:data:`SESSION_GONE`) instead of coming back with half a log. Without
+        (:data:`SESSION_GONE`) instead of coming back with half a log, and a
+        session it opens must not have one (a fork's log starts past offset 1,
+        so only its row can tell that its id is taken). Without
         it (a rebuild), rows are upserted.
         """
         sessions = list(sessions)
@@ -201,7 +210,7 @@ class SessionViews(LogReads, WebhookOutbox, RequestKeys):
                     [(*(r[i] for i in _CHANGING_AT), r[0]) for r in updated],
                 )
             if inserted:
-                c.executemany(self.q(_UPSERT_INDEX), inserted)
+                c.executemany(self.q(_INSERT_INDEX), inserted)
         scheduled, unscheduled = schedule_rows(sessions)
         if scheduled:
             c.executemany(self.q(_UPSERT_SCHEDULE), scheduled)

@@ -90,6 +90,9 @@ def translate_integrity_error(error: IntegrityError, session_id: str) -> Excepti
         return NameTakenError("another session of this user already has that name")
     if "session_index.scope_key" in text or "session_index_scope" in text:
         return SessionExistsError("a live session already holds this scope key")
+    if "session_index.session_id" in text or "session_index_pkey" in text:
+        # A new session (a fork, a caller-chosen id) whose id is taken.
+        return SessionExistsError("a session with this id already exists")
     if SESSION_GONE in text:
         return SessionNotFoundError(f"session {session_id} not found")
     return ConcurrencyConflictError(
