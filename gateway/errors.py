@@ -29,6 +29,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime import DomainError, RuntimeFault
@@ -185,9 +186,23 @@ def error_response(error: BaseException) -> Response:
     return problem_response(body, headers)
 
 
-async def handle_error(_: HTTPConnection, error: Exception) -> Response:
+async def handle_error(connection: HTTPConnection, error: Exception) -> Response:
     """Starlette exception handler for every known error class."""
+    if isinstance(error, HTTPException) and error.status_code == 405:
+        error.headers = {"Allow": ", ".join(allowed_methods(connection))}
     return error_response(error)
+
+
+def allowed_methods(connection: HTTPConnection) -> list[str]:
+    """Every method some route serves at this path: Starlette's own 405 names
+    only the first route that matched the path, and a path is often served by
+    a route per method."""
+    methods: set[str] = set()
+    for route in getattr(connection.app, "routes", ()):
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(connection.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return sorted(methods)
 
 
 EXCEPTION_HANDLERS = {

@@ -531,13 +531,13 @@ PARAMETERS: dict[str, Schema] = {
     "IfMatch": {
         "name": "If-Match",
         "in": "header",
-        "schema": STRING,
+        "schema": {"type": "string", "pattern": '^(W/)?("[0-9]{1,16}"|[0-9]{1,16})$'},
         "description": "The offset the session must be at (409 otherwise).",
     },
     "IdempotencyKey": {
         "name": "Idempotency-Key",
         "in": "header",
-        "schema": {"type": "string", "maxLength": 255},
+        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
         "description": "A retry with the same key returns the first result, "
         "writes nothing.",
     },
@@ -634,7 +634,7 @@ def paths() -> dict[str, Schema]:
                     query_param("pinned", {"type": "boolean"}),
                     query_param("q", STRING, "Matches the name."),
                     query_param("limit", LIMIT),
-                    query_param("cursor", STRING),
+                    query_param("cursor", {"type": "string", "minLength": 1}),
                 ],
             ),
         },
@@ -977,8 +977,18 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 
 @cache
-def document() -> dict[str, Any]:
-    """The whole OpenAPI document."""
+def document(agent_ids: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The whole OpenAPI document; with ``agent_ids`` (the server's configured
+    agents), ``CreateSession.agent_id`` is one of them."""
+    schemas = SCHEMAS
+    if agent_ids:
+        create = SCHEMAS["CreateSession"]
+        agent_id = {
+            "enum": list(agent_ids),
+            "description": "One of the agents this server is configured with.",
+        }
+        properties = {**create["properties"], "agent_id": agent_id}
+        schemas = {**SCHEMAS, "CreateSession": {**create, "properties": properties}}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -991,7 +1001,7 @@ def document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": paths(),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas,
             "parameters": PARAMETERS,
             "securitySchemes": {
                 "bearer": {

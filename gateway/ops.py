@@ -33,4 +33,5 @@ async def metrics(request: Request) -> Response:
 async def openapi(request: Request) -> Response:
     """``GET /openapi.json``: the contract of these routes."""
     query(request, {})
-    return json(document())
+    gateway = gateway_of(request)
+    return json(document(tuple(sorted(gateway.runtime.settings.agents))))

@@ -68,7 +68,9 @@ def test_the_openapi_document_and_the_route_table_agree_both_ways(
     client: httpx.Client,
 ) -> None:
     served = client.get("/openapi.json").json()
-    assert served == document()
+    assert served == document(("echo",))
+    agent_id = served["components"]["schemas"]["CreateSession"]["properties"]
+    assert agent_id["agent_id"]["enum"] == ["echo"]  # the configured agents
     assert served["openapi"].startswith("3.1")
     # The document describes the native API; the dialects are mounted beside it.
     in_app = route_table(list(create_app().routes)) - route_table(DIALECT_ROUTES)
@@ -219,3 +221,21 @@ def test_an_error_code_the_table_does_not_know_keeps_its_code() -> None:
     assert (failed["status"], failed["code"]) == (500, "brand_new_fault")
     conflict = problem_of(runtime.OffsetConflictError(3, 5))
     assert (conflict["status"], conflict["current_offset"]) == (409, 5)
+
+
+def test_a_method_not_served_answers_405_with_every_method_of_the_path(
+    client: httpx.Client,
+) -> None:
+    """A path served by a route per method lists all their methods in ``Allow``
+    (RFC 9110), not only the first route's."""
+    sid = client.post("/v1/sessions", json={"agent_id": "echo"}).json()["id"]
+    for path, expected in (
+        (f"/v1/sessions/{sid}", {"DELETE", "GET", "HEAD", "PATCH"}),
+        (f"/v1/sessions/{sid}/messages", {"GET", "HEAD", "POST"}),
+        ("/v1/sessions", {"GET", "HEAD", "POST"}),
+    ):
+        response = client.request("PUT", path)
+        assert response.status_code == 405
+        assert response.json()["code"] == "method_not_allowed"
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert allowed == expected, path
