@@ -58,6 +58,9 @@ AnyList = list[Any]
 HISTORY_MAX_LIMIT = 1000
 VERSION = "0.1.0"
 AGENT_HISTORY_LIMIT = 50
+MAX_RESET_HOPS = 32
+"""How many reset sessions a message follows (a chain without a scope key;
+one with a scope key is crossed in one jump)."""
 _UNSET: Any = object()
 
 
@@ -304,16 +307,27 @@ class RuntimeCore:
         run = self._after_deadlines(command)
         if principal is not None:
             run = _seen_by(principal, run)
-        for _ in range(4):
+        for _ in range(MAX_RESET_HOPS):
             outcome = self._ask(session_id, Execute(run))
             if isinstance(outcome, _Expired):
                 raise SessionExpiredError(session_id, outcome.expires_at)
             if isinstance(outcome, _ResetTo):
-                session_id = outcome.successor_id
+                session_id = self._carried_on(outcome.successor_id)
                 continue
             return outcome, session_id
         msg = f"session {session_id} kept resetting"
         raise ActorUnavailableError(msg)
+
+    def _carried_on(self, successor_id: str) -> str:
+        """Where a message for a reset session goes: its successor, or, when
+        that was reset too (a daily reset makes a chain a day long), straight
+        to the live session on their scope key instead of one hop a reset."""
+        row = self.views.session_row(successor_id)
+        if row is None or row["doc"]["status"] != Status.ENDED.value:
+            return successor_id
+        scope_key = row["doc"]["scope_key"]
+        live = self.views.find_by_scope(scope_key) if scope_key else None
+        return live or successor_id
 
     def _after_deadlines(
         self, command: Callable[[Session], Any]
