@@ -27,6 +27,11 @@ class Due(StrEnum):
     IDLE_RESET = "idle_reset"
 
 
+MAX_IDLE_MINUTES = 366 * 24 * 60
+"""The longest idle reset: a year (a longer one would never come, and a date
+that far out overflows)."""
+
+
 def validate_reset_policy(policy: dict[str, Any]) -> dict[str, Any]:
     """Check ``{"daily_at": "HH:MM" | None, "idle_minutes": int | None}``."""
     unknown = set(policy) - {"daily_at", "idle_minutes"}
@@ -39,10 +44,12 @@ def validate_reset_policy(policy: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequestError("daily_at must be a time of day HH:MM (UTC)")
     idle = policy.get("idle_minutes")
     if idle is not None and (
-        not isinstance(idle, int) or isinstance(idle, bool) or idle < 1
+        not isinstance(idle, int)
+        or isinstance(idle, bool)
+        or not 1 <= idle <= MAX_IDLE_MINUTES
     ):
         raise InvalidRequestError(
-            "idle_minutes must be a whole number of minutes, at least 1"
+            f"idle_minutes must be a whole number of minutes, 1..{MAX_IDLE_MINUTES}"
         )
     return {"daily_at": daily_at, "idle_minutes": idle}
 

@@ -460,7 +460,9 @@ SCHEMAS: dict[str, Schema] = {
             "daily_at": nullable(
                 {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
             ),
-            "idle_minutes": nullable({"type": "integer", "minimum": 1}),
+            "idle_minutes": nullable(
+                {"type": "integer", "minimum": 1, "maximum": 366 * 24 * 60}
+            ),
         },
         closed=True,
     ),

@@ -340,6 +340,8 @@ def test_the_daily_reset_is_the_first_such_time_of_day_strictly_after() -> None:
         {"idle_minutes": 0},
         {"idle_minutes": True},
         {"idle_minutes": 1.5},
+        {"idle_minutes": 366 * 24 * 60 + 1},
+        {"idle_minutes": 19301790245},  # found by fuzzing: overflowed to a 500
         {"hourly": 1},
     ],
 )
