@@ -357,7 +357,9 @@ SCHEMAS: dict[str, Schema] = {
         closed=True,
     ),
     "SaveCheckpoint": obj(
-        {"name": STRING, "description": nullable(STRING)}, ["name"], closed=True
+        {"name": {"type": "string", "pattern": "\\S"}, "description": nullable(STRING)},
+        ["name"],
+        closed=True,
     ),
     "Rewind": obj({"offset": OFFSET}, ["offset"], closed=True),
     "Fork": obj(
