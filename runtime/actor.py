@@ -165,6 +165,13 @@ class SessionActor(pykka.ThreadingActor):
         self._conflicts = conflicts or ConflictCounter()
         self._session: Session | None = None
 
+    @property
+    def loaded_state(self) -> Session | None:
+        """The session state this actor holds, if loaded (see
+        :meth:`ActorDirectory.loaded`: only what never changes may be read from
+        it on another thread)."""
+        return self._session
+
     def on_receive(self, message: Any) -> Any:
         """Handle an :class:`Execute` or :class:`Read` message (actor thread)."""
         with self._exclusive:

@@ -31,6 +31,7 @@ import pykka
 from runtime.actor import ConflictCounter, SessionActor
 
 if TYPE_CHECKING:
+    from aggregates.session import Session
     from runtime.clock import Clock
     from runtime.sessions import Sessions
 
@@ -130,6 +131,16 @@ class ActorDirectory:
             session_id, lambda ref: self._entries[session_id].actor
         )
         return actor
+
+    def loaded(self, session_id: str) -> Session | None:
+        """The state a live actor holds for the session, if it holds any, for
+        reading what never changes (owner, agent, concurrency policy) without a
+        read of the store; commands still go through the actor."""
+        with self._lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.stopping:
+                return None
+            return entry.actor.loaded_state
 
     def live_count(self) -> int:
         """How many session actors are live."""
