@@ -71,7 +71,8 @@ INDEX_COLUMNS = (
 
 SESSION_GONE = "session_index: session gone"
 """The text of the integrity error raised when a write would extend a session
-whose log was purged meanwhile (by another process)."""
+whose log was purged meanwhile (by another process), whether or not another
+session has taken its id since."""
 
 # An upsert on the primary key only. ``INSERT OR REPLACE`` would resolve a clash on
 # the name or scope-key unique indexes by deleting the *other* session's row; this
@@ -98,11 +99,18 @@ _FIXED_COLUMNS = frozenset(
     | {"scope_key"}  # (the status decides whether the scope index holds it)
 )
 _CHANGING_AT = tuple(i for i, c in enumerate(INDEX_COLUMNS) if c not in _FIXED_COLUMNS)
+_INCARNATION = tuple(
+    INDEX_COLUMNS.index(c) for c in ("session_id", "owner_id", "created_at")
+)
 _UPDATE_INDEX = (
     "UPDATE session_index SET "
     + ", ".join(f"{INDEX_COLUMNS[i]} = ?" for i in _CHANGING_AT)
-    + " WHERE session_id = ?"
+    + " WHERE "
+    + " AND ".join(f"{INDEX_COLUMNS[i]} = ?" for i in _INCARNATION)
 )
+"""A later write's row update: only of the row of the same incarnation of the
+session (an id purged and taken again by another process is another session,
+which a stale actor's state must not be written into)."""
 _UPSERT_OPEN_TURN = (
     "INSERT INTO session_open_turns VALUES (?, ?) ON CONFLICT (session_id) "
     "DO UPDATE SET turn_offset = excluded.turn_offset"
@@ -207,7 +215,10 @@ class SessionViews(LogReads, WebhookOutbox, RequestKeys):
                 self.update_existing(
                     c,
                     self.q(_UPDATE_INDEX),
-                    [(*(r[i] for i in _CHANGING_AT), r[0]) for r in updated],
+                    [
+                        (*(r[i] for i in _CHANGING_AT), *(r[i] for i in _INCARNATION))
+                        for r in updated
+                    ],
                 )
             if inserted:
                 c.executemany(self.q(_INSERT_INDEX), inserted)

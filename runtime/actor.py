@@ -279,11 +279,15 @@ class SessionActor(pykka.ThreadingActor):
                 self._session = None
                 translated = translate_integrity_error(error, self.session_id)
                 if (
-                    isinstance(translated, ConcurrencyConflictError)
+                    isinstance(
+                        translated, ConcurrencyConflictError | SessionNotFoundError
+                    )
                     and attempt < CONFLICT_RETRIES
                 ):
-                    # Another writer (another process) took the offset: the log
-                    # is intact and decides; run the command again on it.
+                    # Another writer (another process) took the offset, or purged
+                    # the session (and maybe another took its id): the log is
+                    # intact and decides; run the command again on it (a purged
+                    # session is then not found).
                     self._conflicts.retried()
                     logger.info(
                         "version conflict; reloading and retrying",

@@ -153,11 +153,13 @@ class TurnLoop(InlineTurns):
         expected_offset: int | None,
         opens_turn: bool,
         recorded: list[dict[str, Any]],
+        principal: Principal,
         then: Callable[[Session, dict[str, Any]], None] | None = None,
     ) -> tuple[int, bool, str]:
         """Record the message that opens the turn (its document into
         ``recorded``); a turn a crash left open is closed first (the session's
-        turn queue is held, so it cannot be live)."""
+        turn queue is held, so it cannot be live). The actor checks that
+        ``principal`` sees the session it writes to."""
         for _ in range(4):
             try:
                 return self._append(
@@ -173,6 +175,7 @@ class TurnLoop(InlineTurns):
                     reply_to=None,
                     opens_turn=opens_turn,
                     recorded=recorded,
+                    principal=principal,
                     then=then,
                 )
             except TurnOpenError as error:
@@ -216,6 +219,7 @@ class TurnLoop(InlineTurns):
             expected_offset=expected_offset,
             opens_turn=agent is not None,
             recorded=recorded,
+            principal=principal,
             then=then,
         )
         user_message = (

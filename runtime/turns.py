@@ -37,7 +37,7 @@ from aggregates.errors import InvalidRequestError
 from aggregates.values import Status, concurrency_value, role_value
 from runtime.agents import ToolSpec
 from runtime.core import AnyList
-from runtime.errors import ActorUnavailableError, SessionNotFoundError
+from runtime.errors import ActorUnavailableError
 from runtime.principal import LOCAL_PRINCIPAL, Principal
 from runtime.tools import ToolFunction
 from runtime.turn_control import (
@@ -235,20 +235,19 @@ class TurnCalls(TurnLoop):
     def _turn_facts(self, session_id: str, principal: Principal) -> tuple[str, str]:
         """The session's agent and concurrency policy, once the caller is known
         to see it: from the state its live actor holds when the session is
-        active there (both never change, and every check is made again in the
-        actor's command), else from the index row with its usual checks. A
-        read of the store after a write costs ~100 us under load (every write
-        empties the other connections' page caches): a fifth of an echo turn
-        over HTTP."""
+        active there and the caller's (both never change, and every check is
+        made again in the actor's command), else from the index row with its
+        usual checks, which decide (the actor's state may be another
+        process's purged session of the same id). A read of the store after a
+        write costs ~100 us under load (every write empties the other
+        connections' page caches): a fifth of an echo turn over HTTP."""
         session = self.directory.loaded(session_id)
         if (
             session is not None
             and session.status == Status.ACTIVE.value
             and session.expires_at > self.clock.now()
+            and principal.sees(session.owner_id)
         ):
-            if not principal.sees(session.owner_id):
-                msg = f"session {session_id} not found"
-                raise SessionNotFoundError(msg)
             return session.agent_id, session.concurrency
         document = self._row(session_id, principal)["doc"]
         return document["agent_id"], document["concurrency"]

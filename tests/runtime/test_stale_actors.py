@@ -1,7 +1,8 @@
 """Two runtimes on one SQLite file (two connection pools, two sets of actors: what
 two processes are to each other): a runtime whose actor holds state another
-runtime has since changed never answers from it, never forks the log and never
-resurrects a purged session (issue 7, item 2).
+runtime has since changed never answers from it, never forks the log, never
+resurrects a purged session (issue 7, item 2) and never writes into, nor lets its
+old owner into, a new session that took a purged session's id.
 
 Each test makes one runtime's actor stale on purpose (it loads the session, then
 the other runtime writes), so every path is exercised deterministically.
@@ -16,11 +17,15 @@ import pytest
 from runtime import (
     FakeClock,
     OffsetConflictError,
+    Principal,
     Runtime,
     SessionNotFoundError,
 )
 from tests.conftest import RuntimeFactory
 from tests.support.database import query
+
+ALICE = Principal("alice")
+BOB = Principal("bob")
 
 
 @pytest.fixture
@@ -169,3 +174,46 @@ def test_a_one_write_turn_on_a_stale_actor_is_decided_again_on_the_log(
     assert log_rows(db, session_id) == [1, 2, 3, 4, 5, 6]
     contents = [m["content"] for m in second.messages(session_id)]
     assert contents == ["a", "b", "hello", "hello"]
+
+
+def test_a_live_actor_of_a_purged_id_does_not_refuse_the_new_owner(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    """Another process purged the session and a new owner took its id: this
+    process's actor still holds the old state, and the index row decides."""
+    here, there = pair
+    here.create(principal=ALICE, session_id="shared")
+    here.send("shared", "alice's", principal=ALICE)  # live here, owned by alice
+    there.delete("shared", principal=ALICE, purge=True)
+    there.create(principal=BOB, session_id="shared")
+
+    reply = here.send("shared", "bob's", principal=BOB)
+
+    assert reply["reply"]["content"] == "bob's"
+    with pytest.raises(SessionNotFoundError):
+        here.send("shared", "alice again", principal=ALICE)
+    # bob's session's log, and nothing of alice's stale state written into it
+    events = there.events("shared", principal=BOB, limit=100)["events"]
+    assert [e["offset"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events][:2] == ["opened", "message_appended"]
+
+
+def test_a_live_actor_of_a_purged_id_writes_nothing_into_its_new_session(
+    pair: tuple[Runtime, Runtime],
+) -> None:
+    """The stale actor's state is alice's longer log: its next offset clashes
+    with nothing in bob's new, shorter one, so only the index row (matched by
+    owner and creation time too) can refuse the write."""
+    here, there = pair
+    here.create(principal=ALICE, session_id="shared")
+    for text in ("one", "two", "three"):
+        here.append("shared", text, principal=ALICE)
+    there.delete("shared", principal=ALICE, purge=True)
+    there.create(principal=BOB, session_id="shared")
+
+    with pytest.raises(SessionNotFoundError):
+        here.append("shared", "alice's, into bob's session", principal=ALICE)
+
+    events = there.events("shared", principal=BOB, limit=100)["events"]
+    assert [e["offset"] for e in events] == [1]
+    assert here.append("shared", "bob's", principal=BOB)["offset"] == 2
