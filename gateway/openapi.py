@@ -9,6 +9,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from gateway.idempotency import MAX_KEY_LENGTH
+from runtime import MAX_IDLE_MINUTES
+
 VERSION = "0.1.0"
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -463,7 +466,7 @@ SCHEMAS: dict[str, Schema] = {
                 {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
             ),
             "idle_minutes": nullable(
-                {"type": "integer", "minimum": 1, "maximum": 366 * 24 * 60}
+                {"type": "integer", "minimum": 1, "maximum": MAX_IDLE_MINUTES}
             ),
         },
         closed=True,
@@ -541,7 +544,7 @@ PARAMETERS: dict[str, Schema] = {
     "IdempotencyKey": {
         "name": "Idempotency-Key",
         "in": "header",
-        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+        "schema": {"type": "string", "pattern": f"^[!-~]{{1,{MAX_KEY_LENGTH}}}$"},
         "description": "A retry with the same key returns the first result, "
         "writes nothing.",
     },

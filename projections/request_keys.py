@@ -12,7 +12,7 @@ pruned once they are older than the retention period.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from projections.sql import SQLDialect
 
@@ -132,10 +132,3 @@ class RequestKeys(SQLDialect):
             c.execute(
                 self.q("DELETE FROM request_keys WHERE claimed_ms < ?"), (before_ms,)
             )
-
-    def request_key_count(self) -> int:
-        """How many records are kept (for tests and operators)."""
-        with self.reading() as c:
-            c.execute("SELECT count(*) FROM request_keys")
-            row: Any = c.fetchone()
-        return int(row[0])

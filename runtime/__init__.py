@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aggregates.lifecycle import MAX_IDLE_MINUTES
 from runtime.agents import (
     Agent,
     EchoAgent,
@@ -48,6 +49,7 @@ from runtime.webhook_formats import WebhookEvent, WebhookFormat
 
 __all__ = [
     "LOCAL_PRINCIPAL",
+    "MAX_IDLE_MINUTES",
     "ActorUnavailableError",
     "Agent",
     "AgentConfig",

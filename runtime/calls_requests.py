@@ -5,7 +5,8 @@ writes the session log does not deduplicate itself (see
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from eventsourcing.persistence import PersistenceError
 
@@ -24,8 +25,7 @@ PRUNE_EVERY_MS = 60_000
 class RequestCalls(RuntimeCore):
     """Claim, complete and release request keys."""
 
-    _last_prune_ms = 0
-    _prune_guard = threading.Lock()
+    _last_prune_ms = 0  # (a race only prunes twice: the delete is idempotent)
 
     def claim_request(
         self,
@@ -44,17 +44,15 @@ class RequestCalls(RuntimeCore):
             raise InvalidRequestError("a request key and a fingerprint are needed")
         now_ms = int(self.settings.lease_clock.now().timestamp() * 1000)
         self._prune_request_keys(now_ms)
-        try:
+        lapsed_before_ms = now_ms - int(self.settings.request_claim_seconds * 1000)
+        with _stored("the store failed to claim the key"):
             return self.views.claim_request_key(
                 principal.id,
                 key,
                 fingerprint,
                 now_ms=now_ms,
-                lapsed_before_ms=now_ms
-                - int(self.settings.request_claim_seconds * 1000),
+                lapsed_before_ms=lapsed_before_ms,
             )
-        except PersistenceError as error:
-            raise storage_error(error, "the store failed to claim the key") from error
 
     def complete_request(
         self,
@@ -66,30 +64,33 @@ class RequestCalls(RuntimeCore):
         principal: Principal = LOCAL_PRINCIPAL,
     ) -> None:
         """Keep the response of a request claimed with :meth:`claim_request`."""
-        try:
+        with _stored("the store failed to keep the response"):
             self.views.complete_request_key(principal.id, key, status, headers, body)
-        except PersistenceError as error:
-            raise storage_error(
-                error, "the store failed to keep the response"
-            ) from error
 
     def release_request(
         self, key: str, *, principal: Principal = LOCAL_PRINCIPAL
     ) -> None:
         """Drop the claim of a request that failed, so that its retry runs."""
-        try:
+        with _stored("the store failed to release the key"):
             self.views.release_request_key(principal.id, key)
-        except PersistenceError as error:
-            raise storage_error(error, "the store failed to release the key") from error
 
     def _prune_request_keys(self, now_ms: int) -> None:
-        with self._prune_guard:
-            if now_ms - self._last_prune_ms < PRUNE_EVERY_MS:
-                return
-            self._last_prune_ms = now_ms
+        if now_ms - self._last_prune_ms < PRUNE_EVERY_MS:
+            return
+        self._last_prune_ms = now_ms
         retention_ms = int(self.settings.request_key_hours * 3_600_000)
         try:
             self.views.prune_request_keys(now_ms - retention_ms)
         except PersistenceError:
             # Only housekeeping: the next claim tries again a minute later.
             logger.warning("pruning request keys failed")
+
+
+@contextmanager
+def _stored(detail: str) -> Iterator[None]:
+    """The store's errors as the runtime's (``storage_full`` or
+    ``storage_unavailable`` with ``detail``)."""
+    try:
+        yield
+    except PersistenceError as error:
+        raise storage_error(error, detail) from error

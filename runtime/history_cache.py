@@ -89,8 +89,7 @@ class HistoryPageCache:
             page = self._pages.get(shape)
             if page is None or page.token != token:
                 self.misses += 1
-                if page is not None:
-                    self._drop(shape, page)
+                self._forget(shape)
                 return None
             self._pages.move_to_end(shape)
             self.hits += 1
@@ -112,18 +111,16 @@ class HistoryPageCache:
             return
         page = _Page(token, tuple(copy_message(m) for m in messages), has_more, size)
         with self._lock:
-            old = self._pages.pop(shape, None)
-            if old is not None:
-                self._bytes -= old.size
+            self._forget(shape)
             self._pages[shape] = page
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, evicted = self._pages.popitem(last=False)
-                self._bytes -= evicted.size
+                self._forget(next(iter(self._pages)))  # the least recently used
 
-    def _drop(self, shape: PageShape, page: _Page) -> None:
-        del self._pages[shape]
-        self._bytes -= page.size
+    def _forget(self, shape: PageShape) -> None:
+        page = self._pages.pop(shape, None)
+        if page is not None:
+            self._bytes -= page.size
 
     @property
     def size(self) -> int:
