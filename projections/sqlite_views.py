@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
 from eventsourcing.persistence import (
@@ -19,7 +20,11 @@ from projections.request_keys import SQLITE_REQUEST_KEYS_DDL
 from projections.views import SESSION_GONE, SessionViews
 
 if TYPE_CHECKING:
-    from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore
+    from eventsourcing.sqlite import (
+        SQLiteConnectionPool,
+        SQLiteCursor,
+        SQLiteDatastore,
+    )
 
     from projections.sql import Cursor
 
@@ -130,9 +135,63 @@ class SQLiteSessionViews(SessionViews, SQLiteTrackingRecorder):
 
     def writing(self) -> AbstractContextManager[Cursor]:
         """A write transaction, committed at the end of the block."""
-        return cast(
-            "AbstractContextManager[Cursor]", self.datastore.transaction(commit=True)
-        )
+        return WriteTransaction(self.datastore.pool)
+
+
+class WriteTransaction:
+    """``BEGIN`` ... ``COMMIT`` on the pool's writer connection, rolled back if
+    the block raises; driver errors become eventsourcing's, as its transactions
+    raise them.
+
+    What eventsourcing's ``datastore.transaction(commit=True)`` does, in one
+    object instead of four nested context managers (two of them generators):
+    every durable write goes through here, and those layers cost ~15 us of CPU
+    per write, a twentieth of a durable append.
+    """
+
+    __slots__ = ("_connection", "_cursor", "_pool")
+
+    def __init__(self, pool: SQLiteConnectionPool) -> None:
+        self._pool = pool
+
+    def __enter__(self) -> SQLiteCursor:
+        connection = self._pool.get_connection(is_writer=True)
+        try:
+            cursor = connection.cursor()
+            cursor.sqlite_cursor.execute("BEGIN")
+        except BaseException as error:
+            self._pool.put_connection(connection)
+            if isinstance(error, sqlite3.Error):
+                raise persistence_error(error) from error
+            raise
+        self._connection, self._cursor = connection, cursor
+        return cursor
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        connection = self._connection
+        try:
+            if error is None:
+                connection.commit()
+            else:
+                connection.rollback()
+        except sqlite3.Error as failure:
+            if error is None:
+                # A failed COMMIT (disk full, busy) may leave the transaction
+                # open: never hand the pool a connection inside one.
+                with suppress(sqlite3.Error):
+                    connection.rollback()
+                raise persistence_error(failure) from failure
+            # (the block's own error is the one to report)
+        finally:
+            self._cursor.sqlite_cursor.close()
+            self._pool.put_connection(connection)
+        if isinstance(error, sqlite3.Error):
+            raise persistence_error(error) from error
 
 
 def persistence_error(error: sqlite3.Error) -> PersistenceError:
