@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -180,11 +180,9 @@ class WriteTransaction:
             else:
                 connection.rollback()
         except sqlite3.Error as failure:
+            # (a failed COMMIT may leave the transaction open: the pool rolls
+            # back any connection given back inside one)
             if error is None:
-                # A failed COMMIT (disk full, busy) may leave the transaction
-                # open: never hand the pool a connection inside one.
-                with suppress(sqlite3.Error):
-                    connection.rollback()
                 raise persistence_error(failure) from failure
             # (the block's own error is the one to report)
         finally:

@@ -3,6 +3,7 @@ snapshot table as a rowid table, and the sessions recorder on SQLite."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -101,7 +102,16 @@ class DurableSQLiteConnectionPool(SQLiteConnectionPool):
         return connection
 
     def put_connection(self, conn: SQLiteConnection) -> None:
-        """Give the connection back (closed instead once the pool is)."""
+        """Give the connection back (closed instead once the pool is), never
+        inside a transaction: a ``COMMIT`` that failed (a full disk, a deferred
+        constraint) leaves its transaction open, and eventsourcing's
+        transactions hand such a connection back as it is; the next user's
+        ``BEGIN`` would then fail, and the open transaction hold SQLite's write
+        lock against every other writer."""
+        raw = conn._sqlite_conn
+        if not conn.closed and raw.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                raw.execute("ROLLBACK")
         if self.is_sqlite_memory_mode:
             super().put_connection(conn)
             return

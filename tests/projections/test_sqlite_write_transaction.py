@@ -1,7 +1,8 @@
 """The SQLite views' write transaction (``SQLiteSessionViews.writing``): it
-commits what its block wrote, writes nothing when the block raises, reports
-driver errors as eventsourcing's, and always gives its connection back to the
-pool outside any transaction, even when the ``COMMIT`` itself fails."""
+commits what its block wrote, writes nothing when the block raises, and reports
+driver errors as eventsourcing's. Every connection goes back to the pool
+outside any transaction, even when the ``COMMIT`` itself failed, whichever
+transaction (ours, eventsourcing's) it ran."""
 
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def test_a_driver_error_in_the_block_is_eventsourcings(runtime: Runtime) -> None
     assert writer_is_idle(runtime)
 
 
+@pytest.mark.parametrize("transaction", ["views", "eventsourcing"])
 def test_a_failed_commit_writes_nothing_and_leaves_no_transaction_open(
-    runtime: Runtime,
+    runtime: Runtime, transaction: str
 ) -> None:
     # A deferred foreign key is checked at COMMIT: the COMMIT itself fails.
     pool = runtime.app.views.datastore.pool
@@ -92,8 +94,15 @@ def test_a_failed_commit_writes_nothing_and_leaves_no_transaction_open(
     connection._sqlite_conn.execute("PRAGMA foreign_keys = ON")  # type: ignore[attr-defined]
     pool.put_connection(connection)  # the next writer takes this one (a stack)
 
+    def orphan() -> None:
+        if transaction == "views":
+            write(runtime, "INSERT INTO children VALUES (7)")  # no parent 7
+        else:
+            with runtime.app.views.datastore.transaction(commit=True) as c:
+                c.execute("INSERT INTO children VALUES (7)")
+
     with pytest.raises(IntegrityError):
-        write(runtime, "INSERT INTO children VALUES (7)")  # no parent 7
+        orphan()
     assert count(runtime, "children") == 0
     assert writer_is_idle(runtime)
     # and the next write goes through
