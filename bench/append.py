@@ -6,8 +6,10 @@ acknowledged only once fsynced (WAL, ``synchronous=FULL``), no agent turn.
 Floor: raw sqlite3 on the same disk, WAL, ``synchronous=FULL``, one INSERT + COMMIT
 per message into an openai-agents-style ``agent_messages`` table.
 
-Reference line: plain ``eventsourcing`` (SQLite, WAL, its default ``synchronous``),
-``Application.save`` of an aggregate that triggered one event per message.
+Reference lines: plain ``eventsourcing`` (SQLite, WAL, its default
+``synchronous``), ``Application.save`` of an aggregate that triggered one event
+per message; and the ceiling (see :mod:`bench.bare`): sessiond's own statements
+for a message, from a bare loop with no sessiond code around them.
 
 Target: sessiond's throughput >= 0.6x the floor's.
 """
@@ -20,6 +22,7 @@ from time import perf_counter, process_time
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
+from bench.bare import bare_appends
 from bench.common import (
     FloorStore,
     MessagePool,
@@ -86,13 +89,16 @@ def run(options: Options) -> list[Result]:
         floor = FloorStore(directory / "floor.db")
         runtime = Runtime(runtime_settings(directory / "sessiond.db"))
         reference = eventsourcing_app(directory / "eventsourcing.db")
+        bare = bare_appends(directory / "bare.db", 1, pool)
         try:
             session_id = runtime.create()["id"]
+            (bare_id,) = bare.session_ids
             conversation = Conversation()
             reference.save(conversation)
             # Warm up: connections, actor, statement caches.
             for _ in range(20):
                 floor.append("s-1", pool.next())
+                bare.append(bare_id)
                 runtime.append(session_id, pool.next())
                 conversation.add_message("user", pool.next())
                 reference.save(conversation)
@@ -113,6 +119,12 @@ def run(options: Options) -> list[Result]:
                 cpu_per_append["sessiond"].append((process_time() - cpu) / per_round)
                 return per_round / (perf_counter() - start)
 
+            def measure_bare() -> float:
+                start = perf_counter()
+                for _ in range(per_round):
+                    bare.append(bare_id)
+                return per_round / (perf_counter() - start)
+
             def measure_eventsourcing() -> float:
                 start = perf_counter()
                 for _ in range(per_round):
@@ -126,16 +138,19 @@ def run(options: Options) -> list[Result]:
                     "floor": measure_floor,
                     "sessiond": measure_sessiond,
                     "eventsourcing": measure_eventsourcing,
+                    "bare": measure_bare,
                 },
             )
             pragmas = eventsourcing_pragmas(reference)
         finally:
             runtime.close()
             reference.close()
+            bare.close()
             floor.close()
     floor_rate = median(found["floor"])
     sessiond_rate = median(found["sessiond"])
     reference_rate = median(found["eventsourcing"])
+    bare_rate = median(found["bare"])
     for name, rates in found.items():
         say(f"    {name:>13}: " + "  ".join(f"{r:,.0f}" for r in rates) + " msg/s")
     return [
@@ -171,6 +186,20 @@ def run(options: Options) -> list[Result]:
             "",
             notes=[
                 f"reference: plain eventsourcing 9.5 SQLite ({pragmas}), no snapshots"
+            ],
+        ),
+        Result(
+            "1",
+            "  ceiling: sessiond's statements, bare loop",
+            bare_rate,
+            floor_rate,
+            "msg/s",
+            ratio_of(bare_rate, floor_rate),
+            "",
+            notes=[
+                "ceiling: the 5 statements + COMMIT sessiond runs per message "
+                "(event, index row, schedule, open turn, tracking) with no sessiond "
+                "code around them (bench/bare.py)"
             ],
         ),
     ]

@@ -8,8 +8,11 @@ Floor: the single-transaction floor of figure 1 (raw sqlite3, WAL,
 ``synchronous=FULL``, one INSERT + COMMIT per message, one thread), measured again
 here in interleaved rounds.
 
-Reference line: raw sqlite3 with the same 64 threads, each on its own connection,
-one INSERT + COMMIT per message (what the floor schema does under concurrency).
+Reference lines: raw sqlite3 with the same 64 threads, each on its own
+connection, one INSERT + COMMIT per message (what the floor schema does under
+concurrency); and the ceiling (see :mod:`bench.bare`): sessiond's own statements
+for each message through sessiond's group committer from the same 64 threads,
+with no other sessiond code.
 
 Target: sessiond's aggregate throughput >= 2x the floor's.
 """
@@ -20,6 +23,7 @@ import threading
 from collections.abc import Callable
 from time import perf_counter
 
+from bench.bare import bare_appends
 from bench.common import (
     FLOOR_INSERT,
     FloorStore,
@@ -87,6 +91,7 @@ def run(options: Options) -> list[Result]:
         FloorStore(raw_path).close()
         raw_connections = [connect_floor(raw_path) for _ in range(THREADS)]
         runtime = Runtime(runtime_settings(directory / "sessiond.db"))
+        bare = bare_appends(directory / "bare.db", THREADS, pool)
         try:
             sessions = [runtime.create()["id"] for _ in range(THREADS)]
             for session_id in sessions:  # activate every actor
@@ -114,6 +119,14 @@ def run(options: Options) -> list[Result]:
                 commit_counts[1] += committer.writes - writes
                 return THREADS * per_thread / took
 
+            def bare_work(index: int) -> None:
+                session_id = bare.session_ids[index]
+                for _ in range(per_thread):
+                    bare.append_grouped(session_id)
+
+            def measure_bare() -> float:
+                return THREADS * per_thread / run_threads(THREADS, bare_work)
+
             def raw_work(index: int) -> None:
                 connection = raw_connections[index]
                 session_id = f"s-{index}"
@@ -132,10 +145,12 @@ def run(options: Options) -> list[Result]:
                     "floor": measure_floor,
                     "sessiond": measure_sessiond,
                     "raw sqlite3 x64": measure_raw64,
+                    "ceiling x64": measure_bare,
                 },
             )
         finally:
             runtime.close()
+            bare.close()
             floor.close()
             for connection in raw_connections:
                 connection.close()
@@ -144,6 +159,9 @@ def run(options: Options) -> list[Result]:
     floor_rate = median(found["floor"])
     sessiond_rate = median(found["sessiond"])
     raw_rate = median(found["raw sqlite3 x64"])
+    bare_rate = median(found["ceiling x64"])
+    bare_batches = bare.committer.batches
+    bare_writes = bare.committer.writes
     batches, writes = commit_counts
     return [
         Result(
@@ -171,6 +189,21 @@ def run(options: Options) -> list[Result]:
             "msg/s",
             ratio_of(raw_rate, floor_rate),
             "",
+        ),
+        Result(
+            "2",
+            f"  ceiling: sessiond's statements, {THREADS} threads",
+            bare_rate,
+            floor_rate,
+            "msg/s",
+            ratio_of(bare_rate, floor_rate),
+            "",
+            notes=[
+                "ceiling: the statements sessiond runs per message, batched by "
+                "sessiond's group committer, with no other sessiond code "
+                f"(bench/bare.py); {bare_writes} writes in {bare_batches} "
+                f"transactions ({bare_writes / max(bare_batches, 1):.1f} per fsync)"
+            ],
         ),
     ]
 
