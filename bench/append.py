@@ -22,7 +22,7 @@ from time import perf_counter, process_time
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
-from bench.bare import bare_appends
+from bench.bare import bare_appends, ceiling_result
 from bench.common import (
     FloorStore,
     MessagePool,
@@ -188,19 +188,13 @@ def run(options: Options) -> list[Result]:
                 f"reference: plain eventsourcing 9.5 SQLite ({pragmas}), no snapshots"
             ],
         ),
-        Result(
+        ceiling_result(
             "1",
-            "  ceiling: sessiond's statements, bare loop",
+            "bare loop",
             bare_rate,
             floor_rate,
-            "msg/s",
-            ratio_of(bare_rate, floor_rate),
-            "",
-            notes=[
-                "ceiling: the 5 statements + COMMIT sessiond runs per message "
-                "(event, index row, schedule, open turn, tracking) with no sessiond "
-                "code around them (bench/bare.py)"
-            ],
+            "the 5 statements + COMMIT sessiond runs per message (event, index "
+            "row, schedule, open turn, tracking) with no sessiond code around them",
         ),
     ]
 

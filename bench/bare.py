@@ -22,7 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import MessagePool, connect_floor, runtime_settings
+from bench.common import (
+    MessagePool,
+    Result,
+    connect_floor,
+    ratio_of,
+    runtime_settings,
+)
 from projections.sql import EVENTS_TABLE
 from projections.views import (
     _ADVANCE,
@@ -37,6 +43,22 @@ from runtime.committer import GroupCommitter
 
 _INSERT_EVENT = f"INSERT INTO {EVENTS_TABLE} VALUES (?, ?, ?, ?)"
 _CLOSE_TURN = "DELETE FROM session_open_turns WHERE session_id = ?"
+
+
+def ceiling_result(
+    figure: str, what: str, rate: float, floor_rate: float, note: str
+) -> Result:
+    """The ceiling's line in a figure's table (a reference, no target)."""
+    return Result(
+        figure,
+        f"  ceiling: sessiond's statements, {what}",
+        rate,
+        floor_rate,
+        "msg/s",
+        ratio_of(rate, floor_rate),
+        "",
+        notes=[f"ceiling: {note} (bench/bare.py)"],
+    )
 
 
 def bare_appends(path: Path, sessions: int, pool: MessagePool) -> BareAppends:

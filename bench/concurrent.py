@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from time import perf_counter
 
-from bench.bare import bare_appends
+from bench.bare import bare_appends, ceiling_result
 from bench.common import (
     FLOOR_INSERT,
     FloorStore,
@@ -190,20 +190,15 @@ def run(options: Options) -> list[Result]:
             ratio_of(raw_rate, floor_rate),
             "",
         ),
-        Result(
+        ceiling_result(
             "2",
-            f"  ceiling: sessiond's statements, {THREADS} threads",
+            f"{THREADS} threads",
             bare_rate,
             floor_rate,
-            "msg/s",
-            ratio_of(bare_rate, floor_rate),
-            "",
-            notes=[
-                "ceiling: the statements sessiond runs per message, batched by "
-                "sessiond's group committer, with no other sessiond code "
-                f"(bench/bare.py); {bare_writes} writes in {bare_batches} "
-                f"transactions ({bare_writes / max(bare_batches, 1):.1f} per fsync)"
-            ],
+            "the statements sessiond runs per message, batched by sessiond's "
+            f"group committer, with no other sessiond code; {bare_writes} writes "
+            f"in {bare_batches} transactions "
+            f"({bare_writes / max(bare_batches, 1):.1f} per fsync)",
         ),
     ]
 
