@@ -108,10 +108,9 @@ class DurableSQLiteConnectionPool(SQLiteConnectionPool):
         transactions hand such a connection back as it is; the next user's
         ``BEGIN`` would then fail, and the open transaction hold SQLite's write
         lock against every other writer."""
-        raw = conn._sqlite_conn
-        if not conn.closed and raw.in_transaction:
+        if not conn.closed:
             with contextlib.suppress(sqlite3.Error):
-                raw.execute("ROLLBACK")
+                conn.rollback()  # (does nothing outside a transaction)
         if self.is_sqlite_memory_mode:
             super().put_connection(conn)
             return
